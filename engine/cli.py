@@ -1,0 +1,205 @@
+"""``python -m engine …``: presets, regularizers, run, list, show (design §4).
+
+Exit codes: 0 completed, 2 bad input (one line on stderr, no traceback), 3 diverged, 1 anything
+else. Machine-readable output goes to stdout (``--json``); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from engine.config import ConfigError, RunConfig, apply_overrides, load_file, validate
+from engine.events import Eval, Event, Status, Step
+
+EXIT_OK, EXIT_OTHER, EXIT_BAD_INPUT, EXIT_DIVERGED = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see: python -m engine {self.prog.split()[-1]} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m engine", description="Regularization Lab engine")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("presets", help="list preset ids with one-line descriptions")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("regularizers", help="list techniques with their parameters")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("run", help="train one run and record it in the store")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", metavar="ID")
+    src.add_argument("--config", metavar="FILE", help="JSON or YAML config")
+    p.add_argument("--variant", metavar="NAME", help="a preset's named variant, e.g. regularized")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--store", metavar="PATH")
+    p.add_argument("--out", metavar="DIR", help="write config.json, metrics.csv, summary.json here")
+    p.add_argument("--json", action="store_true", help="print the summary object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p = sub.add_parser("list", help="runs in the store")
+    p.add_argument("--store", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser("show", help="one run: config, status, final metrics")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--store", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def load_run_config(preset: str | None, config: str | None, overrides: Sequence[str],
+                    variant: str | None = None, device: str | None = None) -> RunConfig:
+    """Preset or file → overrides → validation. Raises ConfigError with one line."""
+    from engine.presets import preset_config
+
+    if preset is not None:
+        data = preset_config(preset, variant)
+    else:
+        if variant:
+            raise ConfigError("--variant needs --preset")
+        data = load_file(config or "")
+    data = apply_overrides(data, list(overrides))
+    if device:
+        data["device"] = device
+    return validate(data)
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most 5× a second."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.start = self.last_draw = time.perf_counter()
+        self.metrics: dict[str, float] = {}
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        if isinstance(event, Step | Eval):
+            self.metrics.update(event.metrics)
+            now = time.perf_counter()
+            if now - self.last_draw >= (0.2 if self.tty else 5.0) or event.step == self.total:
+                self.last_draw = now
+                self._draw(event.step, now)
+        elif isinstance(event, Status) and event.state != "running":
+            sys.stderr.write(("\n" if self.tty else "") + f"{event.state}: {event.message}\n")
+
+    def _draw(self, step: int, now: float) -> None:
+        frac = step / max(1, self.total)
+        bar = "#" * int(30 * frac)
+        rate = step / max(1e-9, now - self.start)
+        shown = " ".join(f"{k}={self.metrics[k]:.4g}" for k in ("train/loss", "train/acc", "test/acc")
+                         if k in self.metrics)
+        line = f"[{bar:<30}] {step}/{self.total} {rate:.0f} steps/s {shown}"
+        sys.stderr.write(("\r" + line) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from engine.presets import list_presets
+
+    items = list_presets()
+    if args.json:
+        print(json.dumps(items, indent=2))
+    else:
+        width = max(len(p["id"]) for p in items)
+        for p in items:
+            print(f"{p['id']:<{width}}  {p['description']}")
+    return EXIT_OK
+
+
+def _cmd_regularizers(args: argparse.Namespace) -> int:
+    from engine.regularizers import describe_all
+
+    items = describe_all()
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return EXIT_OK
+    for item in items:
+        params = ", ".join(f"{p['name']}={p['default']}" + ("*" if p["live"] else "") for p in item["params"])
+        print(f"{item['name']:<16} {item['group']:<10} {params}")
+        print(f"{'':<16} {item['summary']}  [{item['source']}]")
+    print("(* = can change while a run trains)")
+    return EXIT_OK
+
+
+def _open_store(path: str | None) -> Any:
+    from engine.store import RunStore
+
+    return RunStore(path)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from engine.runner import build_trainer, execute, summary, write_metrics_csv, write_outputs
+
+    cfg = load_run_config(args.preset, args.config, args.overrides, args.variant, args.device)
+    store = _open_store(args.store)
+    trainer = build_trainer(cfg)
+    progress = Progress(cfg.train.steps, enabled=not args.quiet)
+    run_id, result = execute(cfg, store, progress, trainer=trainer)
+    if args.out:
+        result_summary = write_outputs(Path(args.out), cfg, store, run_id, result)
+    else:
+        csv_path = write_metrics_csv(store, run_id, store.run_dir(run_id) / "metrics.csv")
+        result_summary = summary(run_id, result, str(csv_path))
+    if args.json:
+        print(json.dumps(result_summary))
+    elif not args.quiet:
+        print(f"{run_id} {result.status} after {result.steps} steps")
+    return {"completed": EXIT_OK, "diverged": EXIT_DIVERGED}.get(result.status, EXIT_OTHER)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    runs = _open_store(args.store).list_runs(limit=args.limit)
+    if args.json:
+        print(json.dumps([{k: r.get(k) for k in ("id", "name", "preset", "status", "created_at", "seed")}
+                          for r in runs], indent=2))
+        return EXIT_OK
+    for r in runs:
+        print(f"{r['id']}  {r['status']:<11} {r.get('preset') or '-':<20} {r.get('name') or ''}  {r['created_at']}")
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    run = store.get_run(args.run_id)
+    if run is None:
+        raise ConfigError(f"RUN_ID {args.run_id!r}: no such run in {store.path}; see `python -m engine list`")
+    final = store.final_metrics(run["id"])
+    if args.json:
+        print(json.dumps({**run, "final": final}, indent=2, default=str))
+        return EXIT_OK
+    print(f"run {run['id']}  status {run['status']}  preset {run.get('preset') or '-'}  seed {run['seed']}")
+    if run.get("message"):
+        print(f"message: {run['message']}")
+    for name, value in sorted(final.items()):
+        print(f"  {name:<24} {value}")
+    return EXIT_OK
+
+
+COMMANDS = {"presets": _cmd_presets, "regularizers": _cmd_regularizers, "run": _cmd_run,
+            "list": _cmd_list, "show": _cmd_show}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from engine.store import StoreError
+
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_OTHER

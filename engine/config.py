@@ -1,0 +1,235 @@
+"""RunConfig: the one typed, validated description of a run.
+
+Everything a run needs is here, validated *before* anything is built (scikit-learn style), so a
+bad value fails in milliseconds with a one-line message naming the dotted key, not minutes later
+inside the training loop. Keys are the fixed contract of design §4; unknown keys are errors.
+
+Load/dump round-trips through JSON and (safe) YAML. ``apply_overrides`` implements
+``--set a.b=v``: the value string is parsed as JSON when it can be (numbers, booleans, lists),
+otherwise kept as a string, and pydantic then coerces it to the field's declared type.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A bad configuration value. ``str(err)`` is a single line naming the field and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+DatasetName = Literal[
+    "moons", "circles", "spirals", "blobs", "xor", "digits", "modular",
+    "sparse_features", "teacher_student",
+]
+
+
+class DataConfig(_Section):
+    name: DatasetName = "moons"
+    n_train: int = Field(1000, ge=1, le=1_000_000, description="training examples (digits: taken from the 1,797)")
+    n_test: int = Field(1000, ge=0, le=1_000_000, description="test examples (digits: the rest, capped by this)")
+    jitter: float = Field(0.1, ge=0, le=10, description="geometric noise of toy sets; teacher-student target noise std")
+    dim: int = Field(2, ge=1, le=4096, description="input dimension (xor, blobs, teacher_student, sparse_features)")
+    n_classes: int = Field(3, ge=2, le=1000, description="classes for blobs / spirals")
+    informative: int = Field(2, ge=1, le=64, description="xor: number of informative dimensions (parity)")
+    noise: float = Field(0.0, ge=0, lt=1, description="label-noise rate on training labels")
+    noise_type: Literal["symmetric", "class_dependent"] = "symmetric"
+    p: int = Field(97, ge=2, le=1000, description="modulus for modular arithmetic")
+    op: Literal["+", "-", "*", "/"] = "+"
+    train_frac: float = Field(0.3, gt=0, lt=1, description="modular: fraction of all pairs used for training")
+    encoding: Literal["onehot", "tokens"] = "onehot"
+    n_labeled: int = Field(0, ge=0, description="semi-supervised: labelled training examples (0 = all)")
+    n_latents: int = Field(256, ge=1, le=65536, description="sparse_features: number of ground-truth features")
+    sparsity: float = Field(0.02, gt=0, lt=1, description="sparse_features: probability a feature is active")
+    standardize: bool = True
+
+
+ModelName = Literal["mlp", "quadratic_mlp", "cnn", "transformer", "random_features", "sae"]
+
+
+class ModelConfig(_Section):
+    name: ModelName = "mlp"
+    width: int = Field(128, ge=1, le=65536, description="hidden width / latents / random features / d_model")
+    depth: int = Field(2, ge=1, le=64, description="hidden layers (transformer: layers, ≤ 2)")
+    activation: Literal["relu", "tanh", "gelu", "silu", "quadratic", "identity"] = "relu"
+    bias: bool = True
+    init_scale: float = Field(1.0, gt=0, le=1000, description="multiplies every initial weight")
+    init_std: float | None = Field(None, gt=0, description="N(0, std²) init for weights; None = PyTorch default")
+    dropout: float = Field(0.0, ge=0, lt=1, description="initial p of the dropout slots")
+    heads: int = Field(4, ge=1, le=64, description="transformer attention heads")
+    d_mlp: int = Field(512, ge=1, le=65536, description="transformer MLP width")
+    layernorm: bool = False
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adam", "adamw", "lion"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=100)
+    weight_decay: float = Field(0.0, ge=0, le=100, description="decoupled for adamw/lion, coupled (torch) for sgd/adam")
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0, le=1)
+    schedule: Literal["constant", "cosine", "step", "warmup"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 (any schedule)")
+    step_every: int = Field(1000, ge=1, description="step schedule: decay period in steps")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
+    min_lr_frac: float = Field(0.0, ge=0, le=1, description="cosine: final lr as a fraction of lr")
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimConfig:
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise ValueError("optim.nesterov needs optim.name=sgd and optim.momentum > 0")
+        return self
+
+
+class TrainConfig(_Section):
+    steps: int = Field(1000, ge=1, le=10_000_000)
+    batch_size: int = Field(0, ge=0, le=1_000_000, description="0 = full batch")
+    eval_every: int = Field(50, ge=1)
+    log_every: int = Field(1, ge=1, description="record step metrics every k steps")
+    snapshot_every: int = Field(0, ge=0, description="feature snapshots every k steps (0 = off)")
+    threads: int = Field(0, ge=0, le=256, description="torch threads (0 = all cores, at most 2 on CPU)")
+
+
+class LossConfig(_Section):
+    name: Literal["ce", "mse"] = "ce"
+    float64: bool = Field(False, description="compute the loss in float64 (grokking: delays softmax collapse)")
+    mse_reduction: Literal["half_sum", "mean"] = Field(
+        "half_sum", description="half_sum: ½Σ_c (f−y)² averaged over examples; mean: over all entries")
+
+
+class RunConfig(_Section):
+    name: str | None = None
+    preset: str | None = None
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    regularizers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("regularizers", mode="before")
+    @classmethod
+    def _check_regularizers(cls, value: Any) -> dict[str, dict[str, Any]]:
+        from engine.regularizers import normalize_regularizer_params
+
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping of technique name to its parameters")
+        return {str(name): normalize_regularizer_params(str(name), params) for name, params in value.items()}
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> RunConfig:
+        from engine.compat import check_compatibility
+
+        check_compatibility(self)
+        return self
+
+    def enabled_regularizers(self) -> dict[str, dict[str, Any]]:
+        """Techniques that are switched on, with their full parameter sets (defaults filled)."""
+        return {n: {k: v for k, v in p.items() if k != "enabled"} for n, p in self.regularizers.items() if p["enabled"]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_error(err: ValidationError) -> str:
+    """First pydantic error as one line: ``optim.lr: Input should be greater than 0 (got -1.0)``."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if p != "__root__")
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{loc}': remove it or check the spelling (see design §4 keys)"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    if loc and msg.startswith((loc, "regularizers.", "model.", "data.", "optim.", "train.", "loss.")):
+        loc, shown = "", ""  # our own validators already name the full key
+    where = f"{loc}: " if loc else ""
+    return f"{where}{msg}{shown}".replace("\n", " ")
+
+
+def validate(data: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig or raise ConfigError with a one-line message."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping at top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    except (ValueError, TypeError) as err:  # raised inside our own validators outside pydantic's wrapping
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def parse_value(text: str) -> Any:
+    """Value of ``--set key=text``: JSON when it parses (1e-3, true, [0.9, 0.98], null), else the string."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return text
+
+
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=v`` assignments to a plain config dict (validation happens afterwards)."""
+    out = json.loads(json.dumps(data))
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.01")
+        parts = key.split(".")
+        if any(not p for p in parts):
+            raise ConfigError(f"--set {item!r}: empty part in key '{key}'")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = parse_value(raw)
+    return out
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config as plain data (yaml.safe_load: no object construction)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"--config {path}: cannot read file ({err.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        first = str(err).splitlines()[0]
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ConfigError(f"--config {path}: not valid {kind}: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: top level must be a mapping of sections")
+    return data
+
+
+def dump(cfg: RunConfig, path: str | Path | None = None, fmt: Literal["json", "yaml"] = "json") -> str:
+    data = cfg.to_dict()
+    text = json.dumps(data, indent=2) if fmt == "json" else yaml.safe_dump(data, sort_keys=False)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+def loads(text: str, fmt: Literal["json", "yaml"] = "json") -> RunConfig:
+    data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    return validate(data)

@@ -1,0 +1,109 @@
+"""Evaluation passes: eval mode, unaugmented data, no gradients, model state restored.
+
+Accuracy is measured against the labels as *given* for training; when labels are noisy the
+memorisation metrics of diagnostics.md §10 are added:
+``train/acc_clean`` (clean-labelled examples), ``train/acc_noisy`` (noisy-labelled examples
+predicted as their TRUE label, "noisy-correct") and ``noisy/memorized_frac`` (predicted as their
+wrong training label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.config import LossConfig
+from engine.data import Dataset
+from engine.losses import data_loss
+from engine.models import LabModel
+from engine.regularizers.base import Batch
+
+CHUNK = 8192
+
+
+@torch.no_grad()
+def _outputs(model: LabModel, x: Tensor, with_features: bool = False) -> tuple[Tensor, Tensor | None]:
+    was_training = model.training
+    model.eval()
+    try:
+        outs, feats = [], []
+        for start in range(0, x.shape[0], CHUNK):
+            if with_features:
+                out, feat = model.forward_with_features(x[start:start + CHUNK])
+                feats.append(feat)
+            else:
+                out = model(x[start:start + CHUNK])
+            outs.append(out)
+        return torch.cat(outs), (torch.cat(feats) if with_features else None)
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: LabModel, data: Dataset, loss_cfg: LossConfig, output_fn: Callable[[Tensor], Tensor]
+             ) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if x.shape[0] == 0:
+            continue
+        outputs, _ = _outputs(model, x)
+        with torch.no_grad():
+            idx = torch.arange(x.shape[0], device=x.device)
+            loss, _ = data_loss(outputs, Batch(x, y, idx), loss_cfg, data.task, output_fn)
+        metrics[f"{split}/loss_full" if split == "train" else "test/loss"] = float(loss)
+        if data.task != "classification":
+            continue
+        correct = outputs.argmax(-1) == y
+        metrics[f"{split}/acc"] = float(correct.float().mean())
+        if split == "train" and data.is_noisy is not None and data.y_train_true is not None:
+            metrics.update(memorization(outputs.argmax(-1), y, data.y_train_true, data.is_noisy))
+    return metrics
+
+
+def memorization(pred: Tensor, given: Tensor, true: Tensor, is_noisy: Tensor) -> dict[str, float]:
+    """diagnostics.md §10; identity: acc(given) = (1−ρ)·acc_clean + ρ·memorized_frac."""
+    clean = ~is_noisy
+    out = {"train/acc_clean": float((pred[clean] == given[clean]).float().mean()) if clean.any() else float("nan")}
+    if is_noisy.any():
+        out["train/acc_noisy"] = float((pred[is_noisy] == true[is_noisy]).float().mean())
+        out["noisy/memorized_frac"] = float((pred[is_noisy] == given[is_noisy]).float().mean())
+    return out
+
+
+def probe_indices(data: Dataset, seed: int, size: int = 2000) -> Tensor:
+    """Fixed, seeded, class-stratified subset of the training set (all of it when small)."""
+    n = data.n_train
+    if n <= size:
+        return torch.arange(n, device=data.x_train.device)
+    rng = np.random.default_rng([seed, 7919])
+    if data.task != "classification":
+        chosen = rng.choice(n, size, replace=False)
+    else:
+        labels = data.y_train.cpu().numpy()
+        classes = np.unique(labels)
+        per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+        quota = np.full(len(classes), size // len(classes))
+        quota[: size - quota.sum()] += 1
+        chosen = np.concatenate([idx[:q] for idx, q in zip(per_class, quota, strict=True)])
+    return torch.as_tensor(np.sort(chosen), device=data.x_train.device)
+
+
+def snapshot_arrays(
+    model: LabModel, data: Dataset, probe: Tensor
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Penultimate features of the probe set with labels and flags for colouring."""
+    x = data.x_train[probe]
+    outputs, features = _outputs(model, x, with_features=True)
+    assert features is not None
+    labels = data.y_train[probe]
+    flags: dict[str, np.ndarray] = {"index": probe.cpu().numpy()}
+    if data.task == "classification":
+        pred = outputs.argmax(-1)
+        flags["pred"] = pred.cpu().numpy()
+        flags["correct"] = (pred == labels).cpu().numpy()
+        if data.is_noisy is not None and data.y_train_true is not None:
+            flags["is_noisy"] = data.is_noisy[probe].cpu().numpy()
+            flags["true_label"] = data.y_train_true[probe].cpu().numpy()
+    return features.float().cpu().numpy(), labels.cpu().numpy(), flags

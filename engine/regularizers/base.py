@@ -1,0 +1,213 @@
+"""Regularizer plugin API: typed parameters, a registry, and the hooks the trainer calls.
+
+A technique is one class in one file, registered with ``@register``. It implements only the
+hooks it needs; the trainer calls them in one documented order (see ``engine/trainer.py``):
+
+    transform_batch   input noise / views → mixup-type mixing (``order`` sorts them)
+    transform_targets soft targets (label smoothing, PS-KD) after mixing
+    output_fn         log-probabilities from logits (StableMax; at most one technique)
+    extra_loss        penalties added to the data loss, logged as ``reg/<name>``
+    after_backward    gradient surgery: ⊥Grad (order 0) → clipping (10) → noise (20)
+    step              wrapped optimizer step (SAM; at most one technique)
+    after_step        proximal updates, EMA teachers, schedules
+
+Every stochastic technique draws from its own ``torch.Generator`` seeded from (run seed,
+technique name), so toggling one technique never shifts the data order, the init, or another
+technique's noise — A/B runs with one toggle flipped depend on this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from engine.data import Dataset
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed, ranged parameter of a technique (drives validation, CLI listing and UI widgets)."""
+
+    name: str
+    type: type  # float, int, bool or str
+    default: Any
+    min: float | None = None
+    max: float | None = None
+    live: bool = False
+    log: bool = False  # UI slider on a log scale
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+
+    def coerce(self, value: Any, where: str) -> Any:
+        """Validate one value; raise ValueError('regularizers.x.p: …') naming the fix."""
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+                return value.lower() in {"true", "1", "yes", "on"}
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError(f"{where}: expected true or false (got {value!r})")
+        if self.type is str:
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise ValueError(f"{where}: must be one of {', '.join(self.choices or ())} (got {value!r})")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"{where}: expected a {self.type.__name__} (got {value!r})")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected a {self.type.__name__} (got {value!r})") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{where}: must be finite (got {value!r})")
+        if self.type is int:
+            if number != int(number):
+                raise ValueError(f"{where}: expected an integer (got {value!r})")
+            number = int(number)
+        if self.min is not None and number < self.min:
+            raise ValueError(f"{where}: must be ≥ {self.min} (got {value!r})")
+        if self.max is not None and number > self.max:
+            raise ValueError(f"{where}: must be ≤ {self.max} (got {value!r})")
+        return number
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "type": self.type.__name__, "default": self.default, "min": self.min,
+            "max": self.max, "live": self.live, "log": self.log,
+            "choices": list(self.choices) if self.choices else None, "help": self.help,
+        }
+
+
+@dataclass
+class Batch:
+    """A training batch. ``y_soft`` (N×C) replaces ``y`` as the target once a technique softens it."""
+
+    x: Tensor
+    y: Tensor
+    idx: Tensor  # positions in the training set, stable across shuffles (ELR, PS-KD)
+    y_soft: Tensor | None = None
+    labeled: Tensor | None = None  # semi-supervised: which rows carry a usable label (None = all)
+
+
+@dataclass
+class LossContext:
+    """What ``extra_loss`` sees: the batch as trained on, the model's outputs, and where we are."""
+
+    batch: Batch
+    logits: Tensor
+    log_probs: Tensor | None  # None for regression tasks
+    model: nn.Module
+    step: int
+    total_steps: int
+    data_loss: Tensor
+    features: Tensor | None = None
+
+
+@dataclass
+class Setup:
+    """What a technique may use when it is built: the run's model, data and seeds."""
+
+    model: nn.Module
+    dataset: Dataset
+    seed: int
+    total_steps: int
+    num_classes: int | None
+    device: torch.device
+    lr: Callable[[], float] = field(default=lambda: 0.0)  # current learning rate, for proximal steps
+    steps_per_epoch: int = 1
+
+
+def technique_generator(seed: int, name: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator private to one technique: seeded from (run seed, technique name)."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return gen
+
+
+class Regularizer:
+    """Base class. Subclasses set the class attributes and override the hooks they need."""
+
+    name: ClassVar[str]
+    group: ClassVar[str]
+    source: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
+    order: ClassVar[int] = 50  # position within a hook chain (lower first)
+    replaces_output: ClassVar[bool] = False
+    wraps_step: ClassVar[bool] = False
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "reconstruction")
+    conflicts: ClassVar[tuple[str, ...]] = ()  # techniques that cannot be combined with this one
+
+    def __init__(self, setup: Setup, **values: Any) -> None:
+        self.setup = setup
+        self.values = {p.name: values.get(p.name, p.default) for p in self.params}
+        self.generator = technique_generator(setup.seed, self.name, "cpu")
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the docstring: the one-line help the UI shows."""
+        return (cls.__doc__ or cls.name).strip().splitlines()[0]
+
+    @classmethod
+    def param(cls, name: str) -> Param:
+        for p in cls.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def set(self, key: str, value: Any) -> None:
+        """Live change of one parameter (validated; refused for parameters not marked live)."""
+        spec = self.param(key)
+        if not spec.live:
+            raise ValueError(f"regularizers.{self.name}.{key} cannot change during a run; start a new run")
+        self.values[key] = spec.coerce(value, f"regularizers.{self.name}.{key}")
+
+    # ---- hooks (no-ops by default) -------------------------------------------------------
+    def transform_batch(self, batch: Batch, step: int) -> Batch:
+        return batch
+
+    def transform_targets(self, batch: Batch, step: int) -> Batch:
+        return batch
+
+    def output_fn(self, logits: Tensor) -> Tensor:  # returns log-probabilities
+        raise NotImplementedError
+
+    def extra_loss(self, ctx: LossContext) -> Tensor | None:
+        return None
+
+    def after_backward(self, params: list[nn.Parameter], step: int) -> dict[str, float]:
+        return {}
+
+    def step(self, closure: Callable[[bool], Tensor], optimizer: torch.optim.Optimizer) -> Tensor:
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        return None
+
+
+REGISTRY: dict[str, type[Regularizer]] = {}
+
+
+def register(cls: type[Regularizer]) -> type[Regularizer]:
+    """Class decorator: add a technique to the registry under ``cls.name``."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"duplicate regularizer name {cls.name!r}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def weight_matrices(model: nn.Module, include_bias: bool = False) -> Iterable[nn.Parameter]:
+    """Parameters a norm penalty covers: weight matrices/kernels (dim ≥ 2), biases optionally."""
+    for param in model.parameters():
+        if param.requires_grad and (param.dim() >= 2 or include_bias):
+            yield param

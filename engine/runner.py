@@ -1,0 +1,96 @@
+"""Run a config end to end with the store as a subscriber — the one path the CLI, the UI worker,
+sweeps and the reproduction tests share, so a preset behaves the same everywhere."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.config import ConfigError, RunConfig
+from engine.events import FINAL_STATES, Eval, Event, Snapshot, Status, Step
+from engine.store import RunStore
+from engine.trainer import RunResult, Trainer, final_summary
+
+
+def versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+
+
+def build_trainer(cfg: RunConfig, **kwargs: Any) -> Trainer:
+    """Build a trainer; setup errors that are the config's fault become ConfigError (exit 2)."""
+    try:
+        return Trainer(cfg, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+class StoreRecorder:
+    """Subscriber that persists every metric (batched), snapshots and the final status."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.writer = store.metric_writer(run_id)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Step | Eval):
+            self.writer.add_many(event.step, event.metrics)
+        elif isinstance(event, Snapshot):
+            self.store.save_snapshot(self.run_id, event.step, features=event.features, labels=event.labels,
+                                     **{f"flag_{k}": v for k, v in event.flags.items()})
+        elif isinstance(event, Status) and event.state in FINAL_STATES:
+            self.writer.close()
+            self.store.finish_run(self.run_id, event.state, event.message)
+
+
+def execute(cfg: RunConfig, store: RunStore, *subscribers: Callable[[Event], Any],
+            trainer: Trainer | None = None) -> tuple[str, RunResult]:
+    """Create the run in the store, train it, record everything; returns (run_id, result)."""
+    trainer = trainer or build_trainer(cfg)
+    run_id = store.create_run(cfg.to_dict(), name=cfg.name, preset=cfg.preset, device=str(trainer.device),
+                              seed=cfg.seed, versions=versions())
+    recorder = StoreRecorder(store, run_id)
+    try:
+        result = trainer.run(recorder, *subscribers)
+    except BaseException:  # KeyboardInterrupt: the run is kept, marked stopped
+        recorder.writer.close()
+        store.finish_run(run_id, "stopped", "interrupted by the user")
+        raise
+    return run_id, result
+
+
+def summary(run_id: str, result: RunResult, history_path: str | None) -> dict[str, Any]:
+    """The ``run --json`` object of design §4."""
+    return {"run_id": run_id, "status": result.status, "steps": result.steps, "message": result.message,
+            "final": final_summary(result.final), "history_path": history_path}
+
+
+def write_metrics_csv(store: RunStore, run_id: str, path: Path) -> Path:
+    """All metrics of a run as ``step,name,value`` rows, sorted by step then name."""
+    rows = []
+    for name, (steps, values) in store.metrics(run_id).items():
+        rows.extend(zip(steps.tolist(), [name] * len(steps), values.tolist(), strict=True))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["step", "name", "value"])
+        writer.writerows(rows)
+    return path
+
+
+def write_outputs(out: Path, cfg: RunConfig, store: RunStore, run_id: str, result: RunResult) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
+    csv_path = write_metrics_csv(store, run_id, out / "metrics.csv")
+    result_summary = summary(run_id, result, str(csv_path))
+    (out / "summary.json").write_text(json.dumps(result_summary, indent=2), encoding="utf-8")
+    return result_summary

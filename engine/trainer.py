@@ -1,0 +1,317 @@
+"""The training loop: events out, commands in.
+
+One update, in the order every technique relies on (techniques.md §0):
+
+    commands          pause / resume / stop / set(key, value), applied before the step
+    lr                base_lr × schedule(step) written into the optimizer
+    transform_batch   input noise / views → mixing (by ``order``); then transform_targets
+    closure           zero grads → forward → output_fn → data loss + Σ extra_loss → backward
+                      → grad/norm (raw) → after_backward chain (⊥Grad → clip → noise)
+    step              optimizer.step(), or one technique's wrapped step (SAM) that calls the
+                      closure twice
+    after_step        proximal updates, decoupled decay, schedules
+
+A non-finite loss ends the run as ``diverged`` with the history kept; an exception ends it as
+``failed``. ``Trainer.events()`` is a generator, so the same loop serves the CLI, the UI worker
+and the tests; ``Trainer.run(*subscribers)`` drives it and hands every event to each subscriber.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from engine import config as config_mod
+from engine.config import ConfigError, RunConfig
+from engine.data import Dataset, build_dataset
+from engine.evaluation import evaluate, probe_indices, snapshot_arrays
+from engine.events import CommandQueue, Eval, Event, Snapshot, Status, Step
+from engine.losses import data_loss, log_softmax
+from engine.models import build_model
+from engine.optim import build_optimizer, schedule_factor, set_lr, set_weight_decay
+from engine.regularizers import Batch, LossContext, Regularizer, Setup, get
+from engine.regularizers.base import technique_generator
+
+LIVE_KEYS = ("optim.lr", "optim.weight_decay")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no CUDA device is available; use --device cpu or auto")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def configure_torch(threads: int) -> None:
+    """Per-thread numerics: flush denormals (a grokking run slowed 4× without) and a deliberate
+    thread count (all cores up to 2: more threads fight each other on small models)."""
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(threads or max(1, min(2, os.cpu_count() or 1)))
+
+
+@dataclass
+class RunResult:
+    status: str
+    steps: int
+    message: str = ""
+    final: dict[str, float] = field(default_factory=dict)
+
+
+class Batches:
+    """Full batch, or shuffled mini-batches without replacement from a private generator."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device) -> None:
+        self.n, self.size, self.device = n, batch_size if 0 < batch_size < n else n, device
+        self.generator = technique_generator(seed, "data_order")
+        self._order = torch.arange(n, device=device)
+        self._pos = n if self.size < n else 0
+
+    @property
+    def per_epoch(self) -> int:
+        return math.ceil(self.n / self.size)
+
+    def next(self) -> Tensor:
+        if self.size == self.n:
+            return self._order
+        if self._pos + self.size > self.n:
+            self._order = torch.randperm(self.n, generator=self.generator).to(self.device)
+            self._pos = 0
+        idx = self._order[self._pos:self._pos + self.size]
+        self._pos += self.size
+        return idx
+
+
+class Trainer:
+    """Builds everything a RunConfig describes, then trains it step by step."""
+
+    def __init__(self, cfg: RunConfig, commands: CommandQueue | None = None) -> None:
+        configure_torch(cfg.train.threads)
+        self.cfg = cfg
+        self.commands = commands or CommandQueue()
+        self.device = resolve_device(cfg.device)
+        self.data: Dataset = build_dataset(cfg.data, cfg.seed, self.device)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, self.data).to(self.device)
+        torch.manual_seed(cfg.seed + 1)  # dropout masks: global RNG, isolated from init
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(cfg.optim, self.params)
+        self.total_steps = cfg.train.steps
+        self.batches = Batches(self.data.n_train, cfg.train.batch_size, cfg.seed, self.device)
+        self.base_lr = cfg.optim.lr
+        self.lr = self.base_lr * schedule_factor(cfg.optim, 0, self.total_steps)
+        setup = Setup(model=self.model, dataset=self.data, seed=cfg.seed, total_steps=self.total_steps,
+                      num_classes=self.data.num_classes, device=self.device, lr=lambda: self.lr,
+                      steps_per_epoch=self.batches.per_epoch)
+        self.techniques: dict[str, Regularizer] = {
+            name: get(name)(setup, **values) for name, values in cfg.enabled_regularizers().items()
+        }
+        chain = sorted(self.techniques.values(), key=lambda r: r.order)
+        self._batch_hooks = [r for r in chain if type(r).transform_batch is not Regularizer.transform_batch]
+        self._target_hooks = [r for r in chain if type(r).transform_targets is not Regularizer.transform_targets]
+        self._loss_hooks = [r for r in chain if type(r).extra_loss is not Regularizer.extra_loss]
+        self._grad_hooks = [r for r in chain if type(r).after_backward is not Regularizer.after_backward]
+        self._after_step_hooks = [r for r in chain if type(r).after_step is not Regularizer.after_step]
+        self._output_fn = next((r.output_fn for r in chain if r.replaces_output), log_softmax)
+        self._stepper = next((r for r in chain if r.wraps_step), None)
+        self.probe = probe_indices(self.data, seed=cfg.seed)
+        self.step = 0
+        self.state = "running"
+        self.final: dict[str, float] = {}
+        self.last_change = ""
+
+    # ---- one update ----------------------------------------------------------------------
+    def _train_step(self, step: int, log: bool) -> dict[str, float]:
+        self.lr = self.base_lr * schedule_factor(self.cfg.optim, step - 1, self.total_steps)
+        set_lr(self.optimizer, self.lr)
+        idx = self.batches.next()
+        labeled = None if self.data.labeled is None else self.data.labeled[idx]
+        batch = Batch(self.data.x_train[idx], self.data.y_train[idx], idx, labeled=labeled)
+        for hook in self._batch_hooks:
+            batch = hook.transform_batch(batch, step)
+        for hook in self._target_hooks:
+            batch = hook.transform_targets(batch, step)
+        metrics: dict[str, float] = {}
+        self.model.train()
+
+        def closure(apply_after_backward: bool = True) -> Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            outputs = self.model(batch.x)
+            loss, log_probs = data_loss(outputs, batch, self.cfg.loss, self.data.task, self._output_fn)
+            total = loss
+            ctx = LossContext(batch, outputs, log_probs, self.model, step, self.total_steps, loss)
+            for hook in self._loss_hooks:
+                term = hook.extra_loss(ctx)
+                if term is not None:
+                    total = total + term
+                    if log:
+                        metrics[f"reg/{hook.name}"] = term.detach().item()
+            total.backward()
+            if apply_after_backward:
+                if log:
+                    metrics["grad/norm"] = _global_norm([p.grad for p in self.params if p.grad is not None])
+                for hook in self._grad_hooks:
+                    metrics.update(hook.after_backward(self.params, step))
+            if log and total is not loss:
+                metrics["train/total_loss"] = total.detach().item()
+            return loss
+
+        loss = self._stepper.step(closure, self.optimizer) if self._stepper else _plain_step(closure, self.optimizer)
+        for hook in self._after_step_hooks:
+            hook.after_step(step)
+        metrics["train/loss"] = loss.detach().item()
+        metrics["lr"] = self.lr
+        return metrics
+
+    def events(self) -> Iterator[Event]:
+        """The run as a stream of events; ends with a final Status."""
+        configure_torch(self.cfg.train.threads)  # flush-to-zero is per-thread state
+        log_every, eval_every = self.cfg.train.log_every, self.cfg.train.eval_every
+        snap_every = self.cfg.train.snapshot_every
+        yield Status("running", f"training on {self.device}", 0)
+        yield self._eval(0)
+        if snap_every:
+            yield self._snapshot(0)
+        for step in range(1, self.total_steps + 1):
+            yield from self._apply_commands()
+            if self.state == "stopped":
+                yield Status("stopped", f"stopped by request at step {self.step}", self.step)
+                return
+            log = step % log_every == 0 or step == self.total_steps
+            metrics = self._train_step(step, log)
+            self.step = step
+            loss = metrics["train/loss"]
+            if not math.isfinite(loss):
+                self.state = "diverged"
+                self.final.update(metrics)
+                yield Step(step, metrics)
+                cause = f"; last live change: {self.last_change}" if self.last_change else ""
+                yield Status("diverged", f"diverged at step {step} (loss became {loss}){cause}", step)
+                return
+            if log:
+                self.final.update(metrics)
+                yield Step(step, metrics)
+            if step % eval_every == 0 or step == self.total_steps:
+                yield self._eval(step)
+            if snap_every and step % snap_every == 0:
+                yield self._snapshot(step)
+        self.state = "completed"
+        yield Status("completed", f"completed {self.total_steps} steps", self.total_steps)
+
+    def run(self, *subscribers: Callable[[Event], Any]) -> RunResult:
+        """Drive ``events()`` to the end, handing each event to every subscriber."""
+        message = ""
+        try:
+            for event in self.events():
+                if isinstance(event, Status):
+                    message = event.message
+                for subscriber in subscribers:
+                    subscriber(event)
+        except Exception as err:  # a failed run is recorded, not lost
+            self.state, message = "failed", f"{type(err).__name__}: {err}"
+            for subscriber in subscribers:
+                subscriber(Status("failed", message, self.step))
+        return RunResult(self.state, self.step, message, dict(self.final))
+
+    # ---- evaluation and snapshots --------------------------------------------------------
+    def _eval(self, step: int) -> Eval:
+        metrics = evaluate(self.model, self.data, self.cfg.loss, self._output_fn)
+        metrics["weights/norm"] = _global_norm([p.detach() for p in self.model.parameters()])
+        self.final.update(metrics)
+        return Eval(step, metrics)
+
+    def _snapshot(self, step: int) -> Snapshot:
+        features, labels, flags = snapshot_arrays(self.model, self.data, self.probe)
+        return Snapshot(step, features, labels, flags)
+
+    # ---- commands from other threads -----------------------------------------------------
+    def _apply_commands(self) -> Iterator[Status]:
+        paused = False
+        while True:
+            command = self.commands.get(block=paused, timeout=0.1)
+            if command is None:
+                if paused:
+                    continue
+                return
+            if command.kind == "stop":
+                self.state = "stopped"
+                return
+            if command.kind == "pause" and not paused:
+                paused = True
+                self.state = "paused"
+                yield Status("paused", f"paused at step {self.step}", self.step)
+            elif command.kind == "resume" and paused:
+                paused = False
+                self.state = "running"
+                yield Status("running", f"resumed at step {self.step}", self.step)
+            elif command.kind == "set":
+                try:
+                    self.apply_setting(command.key, command.value)
+                    yield Status(self.state, f"set {command.key}={command.value} at step {self.step}", self.step)
+                except (ConfigError, ValueError, KeyError) as err:
+                    yield Status(self.state, f"refused: {err}", self.step)
+
+    def check_setting(self, key: str, value: Any) -> Any:
+        """Validate a live change (callable from any thread); return the coerced value."""
+        if key in LIVE_KEYS:
+            section, field_name = key.split(".")
+            data = self.cfg.to_dict()
+            data[section][field_name] = value
+            return getattr(getattr(config_mod.validate(data), section), field_name)
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "regularizers":
+            technique = self.techniques.get(parts[1])
+            if technique is None:
+                raise ConfigError(f"{key}: {parts[1]} is not enabled in this run; start a new run with it on")
+            spec = technique.param(parts[2]) if parts[2] in technique.values else None
+            if spec is None or not spec.live:
+                raise ConfigError(f"{key}: not a live parameter; start a new run to change it")
+            return spec.coerce(value, key)
+        raise ConfigError(f"{key}: cannot change during a run (live keys: {', '.join(LIVE_KEYS)}, "
+                          "regularizers.<name>.<param>)")
+
+    def apply_setting(self, key: str, value: Any) -> None:
+        value = self.check_setting(key, value)
+        if key == "optim.lr":
+            self.base_lr = value
+        elif key == "optim.weight_decay":
+            set_weight_decay(self.optimizer, value)
+        else:
+            _, name, param = key.split(".")
+            self.techniques[name].set(param, value)
+        self.last_change = f"{key}={value} at step {self.step}"
+
+    def set(self, key: str, value: Any) -> None:
+        """Queue a live change after validating it in the caller's thread (raises ConfigError)."""
+        self.commands.set(key, self.check_setting(key, value))
+
+    def pause(self) -> None:
+        self.commands.pause()
+
+    def resume(self) -> None:
+        self.commands.resume()
+
+    def stop(self) -> None:
+        self.commands.stop()
+
+
+def _plain_step(closure: Callable[[bool], Tensor], optimizer: torch.optim.Optimizer) -> Tensor:
+    loss = closure(True)
+    optimizer.step()
+    return loss
+
+
+def _global_norm(tensors: list[Tensor]) -> float:
+    if not tensors:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))))
+
+
+def final_summary(metrics: dict[str, float]) -> dict[str, float]:
+    """Finite, JSON-safe copy of the last value of each metric (NaN/inf become None in JSON)."""
+    return {k: (v if math.isfinite(v) else None) for k, v in sorted(metrics.items())}  # type: ignore[misc]

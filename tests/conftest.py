@@ -1,0 +1,21 @@
+"""Shared test setup: repo root on sys.path, deterministic torch, a temporary store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch.set_flush_denormal(True)
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "runs" / "lab.db"
