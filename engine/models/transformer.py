@@ -54,20 +54,20 @@ class Attention(nn.Module):
         self.W_O = _randn(d_model, heads * self.d_head, std=std)
         self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False)
 
-    def pattern(self, x: Tensor) -> Tensor:
-        """Attention probabilities, (batch, heads, query, key)."""
-        q = torch.einsum("hed,btd->bhte", self.W_Q, x)
+    def pattern(self, x: Tensor, last_only: bool = False) -> Tensor:
+        """Attention probabilities, (batch, heads, query, key); one query (the last) if ``last_only``."""
+        q = torch.einsum("hed,btd->bhte", self.W_Q, x[:, -1:] if last_only else x)
         k = torch.einsum("hed,btd->bhte", self.W_K, x)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)
         if self.causal:
-            t = x.shape[1]
-            scores = scores.masked_fill(~self.mask[:t, :t], float("-inf"))
+            n_q, n_k = scores.shape[-2:]
+            scores = scores.masked_fill(~self.mask[n_k - n_q : n_k, :n_k], float("-inf"))
         return scores.softmax(dim=-1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
         v = torch.einsum("hed,btd->bhte", self.W_V, x)
-        z = self.pattern(x) @ v  # (batch, heads, pos, d_head)
-        z = z.transpose(1, 2).flatten(2)  # (batch, pos, heads·d_head), head-major as in Nanda's code
+        z = self.pattern(x, last_only) @ v  # (batch, heads, query, d_head)
+        z = z.transpose(1, 2).flatten(2)  # (batch, query, heads·d_head), head-major as in Nanda's code
         return z @ self.W_O.T
 
 
@@ -91,8 +91,10 @@ class Block(nn.Module):
                 if lin.bias is not None:
                     nn.init.zeros_(lin.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_attn(self.attn(self.ln1(x)))
+    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
+        """Update the residual stream; with ``last_only`` only its last position (all keys still attended)."""
+        attn = self.drop_attn(self.attn(self.ln1(x), last_only))
+        x = (x[:, -1:] if last_only else x) + attn
         return x + self.drop_mlp(self.mlp_out(self.mlp_act(self.mlp_in(self.ln2(x)))))
 
 
@@ -116,16 +118,21 @@ class Transformer(LabModel):
         self.ln_final: nn.Module = nn.LayerNorm(d_model) if layernorm else nn.Identity()
         self.W_U = _randn(d_model, out_dim, std=1 / math.sqrt(vocab))
 
-    def residual(self, x: Tensor) -> Tensor:
-        """The full residual stream, (batch, pos, d_model), from token ids (float or long)."""
+    def residual(self, x: Tensor, last_only: bool = False) -> Tensor:
+        """The residual stream after the last block, (batch, pos, d_model), from token ids (float or long).
+
+        With ``last_only`` the last block is evaluated at the read-out position only (1 instead of
+        3 positions through its attention queries and MLP): nothing else reaches the logits, so
+        ``features`` uses it — ≈ 2× less compute per training step for the 1-layer model.
+        """
         tokens = x.long()
         h = self.W_E[tokens] + self.W_pos[: tokens.shape[1]]
-        for block in self.blocks:
-            h = block(h)
+        for i, block in enumerate(self.blocks):
+            h = block(h, last_only=last_only and i == len(self.blocks) - 1)
         return h
 
     def features(self, x: Tensor) -> Tensor:
-        return self.residual(x)[:, -1]
+        return self.residual(x, last_only=True)[:, -1]
 
     def head(self, h: Tensor) -> Tensor:
         return self.ln_final(h) @ self.W_U

@@ -25,9 +25,11 @@ class Mixup(Regularizer):
     Randomness: π comes from the technique's torch generator. torch's Beta sampler takes no
     generator, so λ is drawn from a NumPy generator seeded with that generator's initial seed —
     still private to (run seed, "mixup"). As α → 0, λ ∈ {0, 1} and mixup reduces to plain CE on
-    (a permutation of) the batch. Classification with float inputs and fully labelled data only (a few-label run would
-    leak the hidden labels of unlabelled rows into the mixed targets); cannot be combined
-    with ELR, whose per-sample targets are ill-defined on mixed inputs (techniques §4.2).
+    (a permutation of) the batch.
+
+    Classification with float inputs and fully labelled data only (a few-label run would leak
+    the hidden labels of unlabelled rows into the mixed targets). Cannot be combined with ELR,
+    whose per-sample targets are ill-defined on mixed inputs (techniques §4.2).
     """
 
     name = "mixup"

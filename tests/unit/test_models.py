@@ -119,7 +119,7 @@ def test_dropout_slots(name: str) -> None:
 
 
 def test_sae_rejects_dropout() -> None:
-    with pytest.raises(ValueError, match="model.dropout"):
+    with pytest.raises(ValueError, match=r"model\.dropout"):
         build("sae", recon_data(), dropout=0.1)
 
 

@@ -41,6 +41,7 @@ class FakeData:
     num_classes: int | None = 3
     task: str = "classification"
     x_train: Tensor | None = None
+    labeled: Tensor | None = None
 
 
 class TinyNet(nn.Module):
@@ -120,7 +121,7 @@ def test_weight_decay_multiplies_by_one_minus_lr_lambda() -> None:
     model = TinyNet()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     reg = build("weight_decay", make_setup(model, lr=0.05), **{"lambda": 2.0})
-    reg.after_step(0)  # g = 0: the optimizer moved nothing, only the decay acts
+    reg.after_step(1)  # g = 0: the optimizer moved nothing, only the decay acts
     for n, p in model.named_parameters():
         expected = before[n] * (1 - 0.05 * 2.0) if p.dim() >= 2 else before[n]
         assert torch.equal(p.detach(), expected), n
@@ -130,7 +131,7 @@ def test_l1_proximal_matches_soft_threshold_with_exact_zeros() -> None:
     model = TinyNet()
     w0 = model.fc1.weight.detach().clone()
     reg = build("l1", make_setup(model, lr=0.5), **{"lambda": 0.01, "mode": "proximal"})
-    reg.after_step(0)
+    reg.after_step(1)
     thr = 0.5 * 0.01
     expected = torch.sign(w0) * torch.clamp(w0.abs() - thr, min=0)
     assert torch.equal(model.fc1.weight.detach(), expected)
@@ -152,7 +153,7 @@ def _sparse_regression(mode: str | None) -> float:
     lr = 0.05
     reg = None if mode is None else build("l1", make_setup(model, lr=lr), **{"lambda": 1e-2, "mode": mode})
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    for step in range(400):
+    for step in range(1, 401):  # the trainer numbers updates 1..T
         opt.zero_grad()
         loss = 0.5 * (model(x).squeeze(1) - y).pow(2).mean()
         if reg is not None:
@@ -216,11 +217,11 @@ def test_dropout_is_unbiased_in_training_and_identity_in_eval() -> None:
 def test_dropout_schedules_switch_at_t_s(schedule: str, before: float, after: float) -> None:
     model = TinyNet()
     reg = build("dropout", make_setup(model, total_steps=100), p=0.2, schedule=schedule, t_s=0.3)
-    assert model.drop.p == before  # step 0
-    reg.after_step(28)  # next step 29 < 30
-    assert model.drop.p == before
-    reg.after_step(29)  # next step 30 = t_s·T
-    assert model.drop.p == after
+    used = []
+    for step in range(1, 101):  # the trainer numbers updates 1..T and calls after_step(step)
+        used.append(model.drop.p)
+        reg.after_step(step)
+    assert used == [before] * 30 + [after] * 70  # switch once t_s·T = 30 updates are done
 
 
 def test_dropout_penultimate_only_sets_last_slot() -> None:
@@ -244,20 +245,29 @@ def test_dropout_refuses_a_model_without_slots() -> None:
 def test_label_smoothing_targets_follow_the_formula() -> None:
     reg = build("label_smoothing", make_setup(num_classes=4), eps=0.2)
     y = torch.tensor([0, 3, 1])
-    out = reg.transform_targets(Batch(torch.zeros(3, 4), y, torch.arange(3)), step=0)
+    out = reg.transform_targets(Batch(torch.zeros(3, 4), y, torch.arange(3)), step=1)
     expected = 0.8 * F.one_hot(y, 4).float() + 0.2 / 4
     assert torch.equal(out.y_soft, expected)
     torch.testing.assert_close(out.y_soft.sum(1), torch.ones(3))
     mixed = torch.tensor([[0.25, 0.75, 0.0, 0.0]])  # smoothing composes with an earlier soft target
-    out = reg.transform_targets(Batch(torch.zeros(1, 4), y[:1], torch.arange(1), mixed), step=0)
+    out = reg.transform_targets(Batch(torch.zeros(1, 4), y[:1], torch.arange(1), mixed), step=1)
     torch.testing.assert_close(out.y_soft, 0.8 * mixed + 0.05)
 
 
 def test_label_smoothing_switches_off_at_t_off() -> None:
     reg = build("label_smoothing", make_setup(total_steps=100), eps=0.1, t_off=0.5)
     batch = Batch(torch.zeros(2, 4), torch.tensor([0, 1]), torch.arange(2))
-    assert reg.transform_targets(batch, step=49).y_soft is not None
-    assert reg.transform_targets(batch, step=50) is batch
+    on = [reg.transform_targets(batch, step) is not batch for step in range(1, 101)]  # updates 1..T
+    assert on == [True] * 50 + [False] * 50
+    never_off = build("label_smoothing", make_setup(total_steps=100), eps=0.1, t_off=1.0)
+    assert never_off.transform_targets(batch, step=100).y_soft is not None
+
+
+def test_mixup_refuses_few_label_runs() -> None:
+    setup = make_setup()
+    setup.dataset.labeled = torch.ones(16, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"^regularizers\.mixup: a few-label run"):
+        build("mixup", setup)
 
 
 def test_mixup_tiny_alpha_reduces_to_plain_ce() -> None:
@@ -455,7 +465,7 @@ def test_grad_noise_std_matches_the_annealing_schedule() -> None:
     reg = build("grad_noise", make_setup(), eta=0.3, gamma=0.55)
     for t in (0, 10):
         param.grad = torch.zeros_like(param)
-        metrics = reg.after_backward([param], t)
+        metrics = reg.after_backward([param], t + 1)  # the trainer numbers updates from 1; t from 0
         expected = math.sqrt(0.3 / (1 + t) ** 0.55)
         assert metrics["grad/noise_std"] == pytest.approx(expected)
         assert float(param.grad.std()) == pytest.approx(expected, rel=0.02)
@@ -467,9 +477,9 @@ def test_grad_noise_eta_zero_is_bit_identical_and_uses_its_own_generator() -> No
     kept = param.grad.clone()
     reg, noisy = build("grad_noise", make_setup(), eta=0.0), build("grad_noise", make_setup(), eta=0.5)
     state = torch.get_rng_state()
-    assert reg.after_backward([param], 0) == {"grad/noise_std": 0.0}
+    assert reg.after_backward([param], 1) == {"grad/noise_std": 0.0}
     assert torch.equal(param.grad, kept)
-    noisy.after_backward([param], 0)
+    noisy.after_backward([param], 1)
     assert torch.equal(torch.get_rng_state(), state)  # the global stream is never touched
 
 

@@ -1,0 +1,6 @@
+"""Regularization Lab — Streamlit entry point: page config and navigation over pages/."""
+
+import streamlit as st
+
+st.set_page_config(page_title="Regularization Lab", page_icon="🧪", layout="wide")
+st.navigation([st.Page("pages/lab.py", title="Lab", icon="🧪", default=True)]).run()

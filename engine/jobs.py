@@ -1,0 +1,123 @@
+"""Background training job for the UI: a thread that runs a Trainer and keeps a bounded live view.
+
+The worker never touches Streamlit; pages read ``Job.view()`` on each poll. Memory stays bounded
+for long runs: each metric keeps at most ``max_points`` points, and when the buffer fills every
+other old point is dropped (so a 100k-step curve keeps its shape at a fixed cost). The store
+subscriber still persists every point.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.config import RunConfig
+from engine.events import FINAL_STATES, Eval, Event, Snapshot, Status, Step
+from engine.store import RunStore
+from engine.trainer import Trainer
+
+
+@dataclass
+class Series:
+    """A metric's points, thinned by 2× whenever it reaches ``cap`` (oldest half first)."""
+
+    cap: int
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    def add(self, step: int, value: float) -> None:
+        self.steps.append(step)
+        self.values.append(value)
+        if len(self.steps) >= self.cap:
+            half = self.cap // 2
+            self.steps = self.steps[:half:2] + self.steps[half:]
+            self.values = self.values[:half:2] + self.values[half:]
+
+
+@dataclass
+class JobView:
+    """What a page draws: a consistent copy taken under the job's lock."""
+
+    run_id: str | None
+    state: str
+    message: str
+    step: int
+    total_steps: int
+    steps_per_s: float
+    series: dict[str, tuple[list[int], list[float]]]
+    snapshot: Snapshot | None
+
+
+class Job:
+    """One training run in a daemon thread; pause/resume/stop/set go straight to the trainer."""
+
+    def __init__(self, cfg: RunConfig, store: RunStore | None = None, max_points: int = 4000) -> None:
+        from engine.runner import build_trainer
+
+        self.cfg = cfg
+        self.store = store
+        self.trainer: Trainer = build_trainer(cfg)
+        self.max_points = max_points
+        self.run_id: str | None = None
+        self.state, self.message, self.step = "starting", "", 0
+        self._series: dict[str, Series] = {}
+        self._snapshot: Snapshot | None = None
+        self._lock = threading.Lock()
+        self._started = 0.0
+        self._thread = threading.Thread(target=self._work, name="lab-training", daemon=True)
+
+    def start(self) -> Job:
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def _work(self) -> None:
+        if self.store is not None:
+            from engine.runner import execute
+
+            self.run_id, _ = execute(self.cfg, self.store, self._on_event, trainer=self.trainer)
+        else:
+            self.trainer.run(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        with self._lock:
+            if isinstance(event, Step | Eval):
+                self.step = max(self.step, event.step)
+                for name, value in event.metrics.items():
+                    self._series.setdefault(name, Series(self.max_points)).add(event.step, value)
+            elif isinstance(event, Snapshot):
+                self._snapshot = event
+            elif isinstance(event, Status):
+                self.state, self.message = event.state, event.message
+
+    # ---- commands (any thread) -----------------------------------------------------------
+    def pause(self) -> None:
+        self.trainer.pause()
+
+    def resume(self) -> None:
+        self.trainer.resume()
+
+    def stop(self, wait: float = 0.0) -> None:
+        self.trainer.stop()
+        if wait:
+            self._thread.join(wait)
+
+    def set(self, key: str, value: Any) -> None:
+        """Validated live change (raises ConfigError with a one-line message)."""
+        self.trainer.set(key, value)
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def view(self) -> JobView:
+        with self._lock:
+            elapsed = max(1e-9, time.perf_counter() - self._started)
+            return JobView(
+                run_id=self.run_id, state=self.state, message=self.message, step=self.step,
+                total_steps=self.cfg.train.steps, steps_per_s=self.step / elapsed,
+                series={k: (list(s.steps), list(s.values)) for k, s in self._series.items()},
+                snapshot=self._snapshot,
+            )

@@ -1,0 +1,123 @@
+"""RunConfig: validation up front, one-line errors naming the field, round trips, --set coercion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.config import ConfigError, RunConfig, apply_overrides, dump, load_file, loads, parse_value, validate
+from engine.presets import preset_config, preset_ids
+
+
+def test_defaults_are_valid_and_round_trip_json_and_yaml(tmp_path: Path) -> None:
+    cfg = validate({"regularizers": {"l2": {"lambda": 0.01}}})
+    for fmt in ("json", "yaml"):
+        text = dump(cfg, tmp_path / f"c.{fmt}", fmt=fmt)
+        assert loads(text, fmt=fmt) == cfg
+        assert validate(load_file(tmp_path / f"c.{fmt}")) == cfg
+
+
+@pytest.mark.parametrize("preset_id", preset_ids())
+def test_every_preset_validates_and_round_trips(preset_id: str) -> None:
+    cfg = validate(preset_config(preset_id))
+    assert cfg.preset == preset_id
+    assert loads(dump(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("assignment", "field"),
+    [
+        ("optim.lr=-1", "optim.lr"),
+        ("optim.lr=0", "optim.lr"),
+        ("train.steps=abc", "train.steps"),
+        ("data.p=1", "data.p"),
+        ("data.train_frac=1.0", "data.train_frac"),
+        ("data.train_frac=0", "data.train_frac"),
+        ("data.noise=1", "data.noise"),
+        ("data.name=mnist", "data.name"),
+        ("optim.name=rmsprop", "optim.name"),
+        ("no.such.key=1", "no"),
+        ("optim.lrr=0.1", "optim.lrr"),
+        ("regularizers.nope.x=1", "regularizers.nope"),
+        ("regularizers.l2.lambda=-1", "regularizers.l2.lambda"),
+        ("regularizers.l2.strength=1", "regularizers.l2.strength"),
+        ("model.name=cnn", "model.name"),
+        ("data.op=/", "data.p"),  # grokking-quadratic has p=97, prime: division is fine, so flip p too
+    ],
+)
+def test_bad_values_give_one_line_error_naming_the_field(assignment: str, field: str) -> None:
+    base = preset_config("grokking-quadratic")
+    extra = ["data.p=96"] if assignment == "data.op=/" else []
+    with pytest.raises(ConfigError) as info:
+        validate(apply_overrides(base, [assignment, *extra]))
+    message = str(info.value)
+    assert "\n" not in message
+    assert field in message
+
+
+def test_set_coerces_types() -> None:
+    data = apply_overrides({}, ["optim.lr=1e-3", "train.steps=12", "loss.float64=true", "name=my run",
+                                "model.init_std=null", "regularizers.l2.lambda=0.05"])
+    cfg = validate(data)
+    assert cfg.optim.lr == 1e-3 and cfg.train.steps == 12 and cfg.loss.float64 is True
+    assert cfg.name == "my run" and cfg.model.init_std is None
+    assert cfg.enabled_regularizers() == {"l2": {"lambda": 0.05, "include_bias": False}}
+    assert parse_value("abc") == "abc" and parse_value("[1, 2]") == [1, 2]
+
+
+def test_regularizer_shorthand_and_disable() -> None:
+    cfg = validate({"regularizers": {"l2": True, "l1": {"enabled": "false"}}})
+    assert set(cfg.enabled_regularizers()) == {"l2"}
+    assert cfg.regularizers["l1"]["enabled"] is False
+
+
+def test_set_format_errors() -> None:
+    for bad in ["optim.lr", "=3", "optim..lr=1", "optim.lr.x=1"]:
+        with pytest.raises(ConfigError):
+            validate(apply_overrides({}, [bad]))
+
+
+def test_file_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_file(bad)
+    obj = tmp_path / "obj.yaml"
+    obj.write_text("!!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError):
+        load_file(obj)  # safe_load refuses to construct objects
+    listy = tmp_path / "list.json"
+    listy.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_file(listy)
+
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                      st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False), st.text(max_size=8))
+keys = st.sampled_from(["seed", "device", "data", "model", "optim", "train", "loss", "regularizers", "name", "lr",
+                        "steps", "p", "l2", "elr", "sam", "lambda", "enabled", "junk", "width", "noise"])
+junk = st.recursive(json_leaf, lambda children: st.one_of(st.lists(children, max_size=3),
+                                                        st.dictionaries(keys, children, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(keys, junk, max_size=6))
+def test_random_junk_only_ever_raises_config_error(data: dict) -> None:
+    try:
+        assert isinstance(validate(data), RunConfig)
+    except ConfigError as err:
+        assert "\n" not in str(err)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="abcdeoptimlrsn.=0123456789-_e[]{}\"", max_size=20), max_size=4))
+def test_random_set_strings_only_ever_raise_config_error(assignments: list[str]) -> None:
+    try:
+        validate(apply_overrides(preset_config("noisy-labels"), assignments))
+    except ConfigError as err:
+        assert "\n" not in str(err)
