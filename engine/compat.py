@@ -64,6 +64,7 @@ def check_compatibility(cfg: RunConfig) -> None:
     for cls in enabled:
         if task not in cls.tasks:
             raise ValueError(f"regularizers.{cls.name}: works on {'/'.join(cls.tasks)} tasks, not {data}; disable it")
+        cls.check_config(cfg)
 
 
 def _is_prime(n: int) -> bool:

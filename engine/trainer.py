@@ -7,9 +7,11 @@ One update, in the order every technique relies on (techniques.md §0):
     transform_batch   input noise / views → mixing (by ``order``); then transform_targets
     closure           zero grads → forward → output_fn → data loss + Σ extra_loss → backward
                       → grad/norm (raw) → after_backward chain (⊥Grad → clip → noise)
+                      → the model's gradient constraints (SAE: decoder-parallel part removed)
     step              optimizer.step(), or one technique's wrapped step (SAM) that calls the
                       closure twice
-    after_step        proximal updates, decoupled decay, schedules
+    after_step        the model's own constraints (SAE decoder renormalisation), then the
+                      techniques' proximal updates, decoupled decay, schedules
 
 A non-finite loss ends the run as ``diverged`` with the history kept; an exception ends it as
 ``failed``. ``Trainer.events()`` is a generator, so the same loop serves the CLI, the UI worker
@@ -157,11 +159,13 @@ class Trainer:
                     metrics["grad/norm"] = _global_norm([p.grad for p in self.params if p.grad is not None])
                 for hook in self._grad_hooks:
                     metrics.update(hook.after_backward(self.params, step))
+                self.model.before_optimizer_step()
             if log and total is not loss:
                 metrics["train/total_loss"] = total.detach().item()
             return loss
 
         loss = self._stepper.step(closure, self.optimizer) if self._stepper else _plain_step(closure, self.optimizer)
+        self.model.after_optimizer_step()
         for hook in self._after_step_hooks:
             hook.after_step(step)
         metrics["train/loss"] = loss.detach().item()

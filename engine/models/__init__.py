@@ -38,6 +38,12 @@ class LabModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
 
+    def before_optimizer_step(self) -> None:
+        """Gradient constraints of the architecture (SAE: keep decoder columns on the sphere)."""
+
+    def after_optimizer_step(self) -> None:
+        """Parameter constraints of the architecture (SAE: renormalise decoder columns)."""
+
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.features(x)
         return self.head(h), h

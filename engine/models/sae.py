@@ -68,6 +68,12 @@ class SparseAutoencoder(LabModel):
     def head(self, h: Tensor) -> Tensor:
         return self.decoder(h) + self.b_dec
 
+    def before_optimizer_step(self) -> None:
+        self.project_decoder_grad_()
+
+    def after_optimizer_step(self) -> None:
+        self.normalize_decoder_()
+
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Rescale every decoder column (one per latent) to unit L2 norm, in place."""

@@ -159,6 +159,13 @@ class Regularizer:
         return (cls.__doc__ or cls.name).strip().splitlines()[0]
 
     @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Refuse a RunConfig this technique cannot run with: raise ValueError naming the key.
+
+        Called during config validation, so the CLI and the UI refuse before anything is built.
+        """
+
+    @classmethod
     def param(cls, name: str) -> Param:
         for p in cls.params:
             if p.name == name:

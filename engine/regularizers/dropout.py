@@ -41,6 +41,11 @@ class Dropout(Regularizer):
         Param("t_s", float, 0.2, 0.0, 1.0, help="switch point of early/late, as a fraction of the run"),
     )
 
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        if cfg.model.name == "sae":
+            raise ValueError("regularizers.dropout: the sae model has no dropout slots; disable dropout")
+
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)
         slots: list[nn.Dropout] = list(getattr(setup.model, "dropout_slots", []))

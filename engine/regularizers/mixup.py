@@ -44,6 +44,15 @@ class Mixup(Regularizer):
         Param("per_sample", bool, False, help="draw one λ per example instead of one per batch"),
     )
 
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        if cfg.data.encoding == "tokens" and cfg.data.name == "modular":
+            raise ValueError("regularizers.mixup: token inputs cannot be mixed; "
+                             "use data.encoding=onehot or disable mixup")
+        if cfg.data.n_labeled:
+            raise ValueError("regularizers.mixup: a few-label run would mix in the hidden labels of unlabelled "
+                             "examples; set data.n_labeled=0 or disable mixup")
+
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)
         self.num_classes = class_count(setup, self.name)

@@ -214,6 +214,8 @@ def test_transformer_depths(depth: int) -> None:
     assert len(model.blocks) == depth
     assert model(data.x_train).shape == (N, 7)
     torch.testing.assert_close(model(data.x_train.long()), model(data.x_train))  # float ids are cast
+    # features() runs the last block at the read-out position only; it must match the full stream
+    torch.testing.assert_close(model.features(data.x_train), model.residual(data.x_train)[:, -1])
 
 
 def test_transformer_rejects_bad_depth_and_heads() -> None:

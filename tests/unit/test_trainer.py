@@ -76,9 +76,9 @@ def test_live_lr_change_takes_effect_at_next_step() -> None:
 
 def test_live_setting_is_validated_in_callers_thread() -> None:
     trainer = Trainer(validate(small_config()))
-    with pytest.raises(ConfigError, match="optim.lr"):
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
         trainer.set("optim.lr", -1)
-    with pytest.raises(ConfigError, match="model.width"):
+    with pytest.raises(ConfigError, match=r"model\.width"):
         trainer.set("model.width", 3)
     with pytest.raises(ConfigError, match="not enabled"):
         trainer.set("regularizers.l2.lambda", 0.1)
