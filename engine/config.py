@@ -98,7 +98,7 @@ class TrainConfig(_Section):
     eval_every: int = Field(50, ge=1)
     log_every: int = Field(1, ge=1, description="record step metrics every k steps")
     snapshot_every: int = Field(0, ge=0, description="feature snapshots every k steps (0 = off)")
-    threads: int = Field(0, ge=0, le=256, description="torch threads (0 = all cores, at most 2 on CPU)")
+    threads: int = Field(0, ge=0, le=256, description="torch intra-op threads (0 = one)")
 
 
 class LossConfig(_Section):

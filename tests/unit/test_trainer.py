@@ -173,3 +173,22 @@ def test_noisy_label_identity() -> None:
     rho = float(trainer.data.is_noisy.float().mean())
     expected = (1 - rho) * metrics["train/acc_clean"] + rho * metrics["noisy/memorized_frac"]
     assert metrics["train/acc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_worker_thread_flushes_denormals() -> None:
+    """Flush-to-zero is per-thread state: the thread that trains must have it on."""
+    seen: list[float] = []
+
+    def probe(event: object) -> None:
+        if isinstance(event, Step) and not seen:
+            tiny = torch.tensor([1e-39], dtype=torch.float64).float()  # a float32 subnormal
+            seen.append(float(tiny * 1.0))
+
+    torch.set_flush_denormal(False)
+    try:
+        worker = threading.Thread(target=Trainer(validate(small_config(**{"train.steps": 2}))).run, args=(probe,))
+        worker.start()
+        worker.join(30)
+    finally:
+        torch.set_flush_denormal(True)
+    assert seen == [0.0]
