@@ -1,0 +1,46 @@
+"""Reproduction checks (phenomena.md) for the presets the engine spine ships, via the CLI path.
+
+Measured on this machine (torch 2.13 CPU, one thread, seed as in the preset) — the thresholds
+leave margin and the measured value is written beside each.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.repro
+
+
+def test_grokking_quadratic_memorises_then_groks_and_weight_decay_shortens_it(run_preset) -> None:
+    summary, h = run_preset("grokking-quadratic")
+    assert summary["status"] == "completed"
+    assert h.at("train/acc", 50) == 1.0                      # measured 1.0000
+    assert h.at("test/acc", 100) < 0.25                      # measured 0.101 (chance 0.010)
+    assert h.at("test/acc", 300) > 0.95                      # measured 0.999
+    grok_step = h.first_step("test/acc", 0.95)               # measured 260
+    _, h_wd = run_preset("grokking-quadratic", "optim.weight_decay=5", "train.steps=200")
+    grok_step_wd = h_wd.first_step("test/acc", 0.95)         # measured 80
+    assert grok_step is not None and grok_step_wd is not None
+    assert grok_step - grok_step_wd >= 100                   # measured 180
+
+
+def test_noisy_labels_ce_memorises_and_elr_does_not(run_preset) -> None:
+    _, ce = run_preset("noisy-labels")
+    best_ce = max(ce["test/acc"].values())
+    assert best_ce >= 0.88                                   # measured 0.933 (epoch 10)
+    assert ce.last("test/acc") <= best_ce - 0.15             # measured 0.675 at epoch 100
+    assert ce.last("noisy/memorized_frac") >= 0.7            # measured 1.000
+    _, elr = run_preset("noisy-labels", "regularizers.elr.lambda=3", "regularizers.elr.beta=0.7")
+    assert elr.last("test/acc") >= 0.93                      # measured 0.960 (best 0.968)
+    assert elr.last("noisy/memorized_frac") <= 0.1           # measured 0.042
+    assert elr.last("test/acc") > ce.last("test/acc") + 0.15
+
+
+def test_edge_of_stability_trains_with_non_monotone_loss(run_preset) -> None:
+    summary, h = run_preset("edge-of-stability")
+    assert summary["status"] == "completed"
+    loss = h["train/loss"]
+    assert loss[1000] < loss[300]                            # measured 0.103 < 0.149
+    increases = sum(loss[s + 1] > loss[s] for s in range(500, 1000))
+    assert increases >= 3                                    # measured 174 (GD at 2/η: loss not monotone)
+    assert h.at("train/acc", 1000) >= 0.95                   # measured 0.98
