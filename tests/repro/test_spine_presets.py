@@ -44,3 +44,11 @@ def test_edge_of_stability_trains_with_non_monotone_loss(run_preset) -> None:
     increases = sum(loss[s + 1] > loss[s] for s in range(500, 1000))
     assert increases >= 3                                    # measured 174 (GD at 2/η: loss not monotone)
     assert h.at("train/acc", 1000) >= 0.95                   # measured 0.98
+
+
+def test_orthograd_groks_where_the_baseline_memorises(run_preset) -> None:
+    _, base = run_preset("grokking-orthograd", "train.steps=200")
+    assert base.at("train/acc", 200) == 1.0                  # measured 1.000
+    assert base.at("test/acc", 200) <= 0.02                  # measured 0.000–0.001
+    _, ortho = run_preset("grokking-orthograd", "regularizers.orthograd.enabled=true", "train.steps=200")
+    assert ortho.at("test/acc", 200) >= 0.98                 # measured 1.000 (0.9997 at step 150)
