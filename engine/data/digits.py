@@ -19,7 +19,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from engine.data import Dataset, register_dataset
-from engine.data.toy2d import data_rng, standardize_by_train, to_dataset
+from engine.data._common import data_rng, standardize_by_train, to_dataset
 
 if TYPE_CHECKING:
     from engine.config import DataConfig

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from engine.data import Dataset, register_dataset
-from engine.data.toy2d import data_rng
+from engine.data._common import data_rng
 
 if TYPE_CHECKING:
     from engine.config import DataConfig

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from engine.data import Dataset
-from engine.data.toy2d import data_rng
+from engine.data._common import data_rng
 
 _NOISE = 901
 _FEW_LABELS = 902

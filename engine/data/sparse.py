@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from engine.data import Dataset, register_dataset
-from engine.data.toy2d import data_rng
+from engine.data._common import data_rng
 
 if TYPE_CHECKING:
     from engine.config import DataConfig
