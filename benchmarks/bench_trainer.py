@@ -14,8 +14,10 @@ trained two ways, interleaved in one process (A, B, A, B, …) for ``--repeats``
     batch-order semantics: full batch for grokking-quadratic; for noisy-labels shuffled mini-batches
     of 64 without replacement, a fresh permutation per epoch and the ragged tail dropped, drawn from
     the same seeded generator the engine uses, so both runs see the same batches in the same order.
-    The bare loop records nothing per step (no ``.item()``), which makes it the floor the engine is
-    measured against.
+    The loss is the idiomatic one-liner (``F.cross_entropy``; for the MSE preset ``F.mse_loss``
+    against the one-hot targets, built each step as the engine does). The bare loop records nothing
+    per step (no ``.item()``, no gradient norm, no store), which makes it the floor the engine —
+    with its per-step ``train/loss``, ``lr`` and ``grad/norm`` metrics — is measured against.
 
     **Evaluation choice:** so that both sides do the same *useful* work, the bare loop also runs
     the preset's evaluation passes at the same cadence as ``train.eval_every`` (before step 1, every
@@ -28,10 +30,21 @@ trained two ways, interleaved in one process (A, B, A, B, …) for ``--repeats``
     As a check that the two do the same work, the final full-train-set loss of both runs is
     printed; it should agree to float precision (same init, batches and updates).
 
+    The engine's default-on diagnostic instruments (``diagnostics.*``: calibration, collapse, …)
+    are switched off in (a) unless ``--diagnostics`` is given: the bare loop has no counterpart,
+    and their cost is budgeted and measured separately; this benchmark measures the trainer.
+
 Excluded from both timings: dataset and model construction (the engine's ``Trainer(cfg)``, the
-bare loop's ``build_dataset``/``build_model``/optimizer) and opening the store. Both run with the
-same torch thread count (``--threads``, default: the engine's own choice, all cores up to 2) and
-with ``torch.set_flush_denormal(True)``. ``gc.collect()`` runs before each timed run.
+bare loop's ``build_dataset``/``build_model``/optimizer) and opening the store. Both run on the
+CPU (``--device``) with the same torch thread count (``--threads``, default 1, which is what the
+engine's ``train.threads=0`` means; the value is written into the config, so the engine's
+``configure_torch`` applies the same count) and with ``torch.set_flush_denormal(True)``.
+``gc.collect()`` runs before each timed run; one short untimed warm-up of each side comes first.
+
+Reported per preset: the median time of each side (and per step), the ratio of those medians,
+and the median of the per-round paired ratios engine/bare — the figure on the last line, since
+pairing each engine run with the bare run right after it cancels most slow drifts of a shared
+machine.
 
 Usage::
 
@@ -50,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import tempfile
@@ -63,26 +75,31 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.config import RunConfig, validate  # noqa: E402
-from engine.data import Dataset, build_dataset  # noqa: E402
-from engine.models import build_model  # noqa: E402
-from engine.presets import preset_config  # noqa: E402
-from engine.regularizers.base import technique_generator  # noqa: E402
-from engine.runner import execute  # noqa: E402
-from engine.store import RunStore  # noqa: E402
-from engine.trainer import Trainer, resolve_device  # noqa: E402
+from engine.config import RunConfig, validate
+from engine.data import Dataset, build_dataset
+from engine.models import build_model
+from engine.presets import preset_config
+from engine.regularizers.base import technique_generator
+from engine.runner import execute
+from engine.store import RunStore
+from engine.trainer import Trainer, resolve_device
 
 PRESETS = ("noisy-labels", "grokking-quadratic")
 DEFAULT_STEPS = {"noisy-labels": None, "grokking-quadratic": 300}  # None: the preset's own
 TARGET = 1.10
 
 
-def make_config(preset: str, steps: int | None, threads: int) -> RunConfig:
+def make_config(preset: str, steps: int | None, threads: int, device: str = "cpu",
+                diagnostics: bool = False) -> RunConfig:
     data = preset_config(preset)
-    data = {**data, "train": {**data["train"], "threads": threads}, "device": "cpu"}
+    data = {**data, "train": {**data["train"], "threads": threads}, "device": device}
     if steps is not None:
         data["train"]["steps"] = steps
     cfg = validate(data)
+    active = getattr(cfg, "active_diagnostics", dict)()
+    if active and not diagnostics:  # default-on instruments: the bare loop has no counterpart
+        data["diagnostics"] = {name: {"enabled": False} for name in active}
+        cfg = validate(data)
     if cfg.enabled_regularizers():
         raise SystemExit(f"{preset}: the bare loop has no regularizers; benchmark the baseline variant")
     return cfg
@@ -226,14 +243,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="steps for every preset (N) or one preset (PRESET=N); "
                              "default noisy-labels=1900 (its own), grokking-quadratic=300")
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), choices=PRESETS)
-    parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
-                        help="torch threads for both sides (default: the engine's choice, cores up to 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for both sides (default 1: the engine's train.threads=0)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                        help="device for both sides (default cpu)")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="keep the engine's default-on instruments (off by default: the bare loop has none)")
     args = parser.parse_args(argv)
 
     torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
     steps = parse_steps(args.steps)
-    configs = {p: make_config(p, steps[p], args.threads) for p in args.presets}
+    configs = {p: make_config(p, steps[p], args.threads, args.device, args.diagnostics) for p in args.presets}
     times: dict[str, dict[str, list[float]]] = {p: {"engine": [], "bare": []} for p in configs}
     losses: dict[str, dict[str, float]] = {p: {} for p in configs}
 

@@ -119,6 +119,18 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     regularizers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    diagnostics: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("diagnostics", mode="before")
+    @classmethod
+    def _check_diagnostics(cls, value: Any) -> dict[str, dict[str, Any]]:
+        from engine.diagnostics import normalize_diagnostic_params
+
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping of instrument name to its settings")
+        return {str(name): normalize_diagnostic_params(str(name), params) for name, params in value.items()}
 
     @field_validator("regularizers", mode="before")
     @classmethod
@@ -142,6 +154,22 @@ class RunConfig(_Section):
         """Techniques that are switched on, with their full parameter sets (defaults filled)."""
         return {n: {k: v for k, v in p.items() if k != "enabled"} for n, p in self.regularizers.items() if p["enabled"]}
 
+    def active_diagnostics(self) -> dict[str, dict[str, Any]]:
+        """Instruments that run: those switched on here plus every ``default_on`` one that applies.
+
+        Returns name → settings (``every`` and the instrument's params; ``every`` 0 = on demand).
+        """
+        from engine.diagnostics import all_diagnostics, normalize_diagnostic_params
+
+        active = {}
+        for name, cls in all_diagnostics().items():
+            settings = self.diagnostics.get(name)
+            if settings is None and cls.default_on:
+                settings = normalize_diagnostic_params(name, {})
+            if settings is not None and settings["enabled"] and cls.applies(self):
+                active[name] = {k: v for k, v in settings.items() if k != "enabled"}
+        return active
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -155,7 +183,7 @@ def _format_error(err: ValidationError) -> str:
         return f"unknown config key '{loc}': remove it or check the spelling (see design §4 keys)"
     got = first.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    if loc and msg.startswith((loc, "regularizers.", "model.", "data.", "optim.", "train.", "loss.")):
+    if loc and msg.startswith((loc, "regularizers.", "diagnostics.", "model.", "data.", "optim.", "train.", "loss.")):
         loc, shown = "", ""  # our own validators already name the full key
     where = f"{loc}: " if loc else ""
     return f"{where}{msg}{shown}".replace("\n", " ")

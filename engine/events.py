@@ -39,20 +39,30 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Artifact:
+    """Arrays an instrument produced (spectral density, landscape grid); stored as ``.npz``."""
+
+    step: int
+    kind: str
+    arrays: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
 class Status:
     """A change of run state, or a message while running (e.g. a live setting applied)."""
 
     state: RunState
     message: str = ""
     step: int = 0
+    outcome: str = ""  # final states only: memorized / generalized / grokked / no_learning / diverged
 
 
-Event = Step | Eval | Snapshot | Status
+Event = Step | Eval | Snapshot | Artifact | Status
 
 
 @dataclass(frozen=True)
 class Command:
-    kind: Literal["pause", "resume", "stop", "set"]
+    kind: Literal["pause", "resume", "stop", "set", "measure"]
     key: str = ""
     value: Any = None
 
@@ -75,6 +85,15 @@ class CommandQueue:
 
     def set(self, key: str, value: Any) -> None:
         self._queue.put(Command("set", key, value))
+
+    def measure(self, instrument: str) -> None:
+        """Run an instrument once before the next step (on-demand ones: density, landscape)."""
+        self._queue.put(Command("measure", instrument))
+
+    def pending(self) -> bool:
+        """Cheap check before every step: reading the deque's length takes no lock (≈ 10× cheaper
+        than a failing ``get``); a command arriving just after is applied before the next step."""
+        return bool(self._queue.queue)
 
     def get(self, block: bool, timeout: float | None = None) -> Command | None:
         try:

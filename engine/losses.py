@@ -19,7 +19,7 @@ OutputFn = Callable[[Tensor], Tensor]
 
 
 def log_softmax(logits: Tensor) -> Tensor:
-    return F.log_softmax(logits, dim=-1)
+    return logits.log_softmax(-1)  # = F.log_softmax(logits, dim=-1), without the wrapper (hot path)
 
 
 def data_loss(
@@ -40,8 +40,21 @@ def data_loss(
     if batch.y_soft is not None:
         per_example = -(batch.y_soft.to(log_probs.dtype) * log_probs).sum(-1)
     else:
-        per_example = -log_probs.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)
+        per_example = _nll(log_probs, batch.y)
     return _mean(per_example, weight), log_probs
+
+
+def _nll(log_probs: Tensor, y: Tensor) -> Tensor:
+    """−log p[target] per example.
+
+    On (N, C) log-probabilities this is ``F.nll_loss(reduction="none")``: one autograd node
+    instead of gather → squeeze → neg (the training step's hot path), and bit-identical to it in
+    value and gradient (each entry is the exactly negated pick; backward writes −grad at the target).
+    Other shapes (a class axis that is not dim 1) keep the general gather.
+    """
+    if log_probs.dim() == 2:
+        return F.nll_loss(log_probs, y, reduction="none")
+    return -log_probs.gather(-1, y.unsqueeze(-1)).squeeze(-1)
 
 
 def _mse(outputs: Tensor, target: Tensor, cfg: LossConfig) -> Tensor:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from engine.config import ConfigError, RunConfig
-from engine.events import FINAL_STATES, Eval, Event, Snapshot, Status, Step
+from engine.events import FINAL_STATES, Artifact, Eval, Event, Snapshot, Status, Step
 from engine.store import RunStore
 from engine.trainer import RunResult, Trainer, final_summary
 
@@ -46,6 +46,11 @@ class StoreRecorder:
         elif isinstance(event, Snapshot):
             self.store.save_snapshot(self.run_id, event.step, features=event.features, labels=event.labels,
                                      **{f"flag_{k}": v for k, v in event.flags.items()})
+        elif isinstance(event, Artifact):
+            path = self.store.run_dir(self.run_id) / f"{event.kind}_{event.step:08d}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, **event.arrays)
+            self.store.add_artifact(self.run_id, event.step, event.kind, path)
         elif isinstance(event, Status) and event.state in FINAL_STATES:
             self.writer.close()
             self.store.finish_run(self.run_id, event.state, event.message)
@@ -70,7 +75,7 @@ def execute(cfg: RunConfig, store: RunStore, *subscribers: Callable[[Event], Any
 def summary(run_id: str, result: RunResult, history_path: str | None) -> dict[str, Any]:
     """The ``run --json`` object of design §4."""
     return {"run_id": run_id, "status": result.status, "steps": result.steps, "message": result.message,
-            "final": final_summary(result.final), "history_path": history_path}
+            "outcome": result.outcome or None, "final": final_summary(result.final), "history_path": history_path}
 
 
 def write_metrics_csv(store: RunStore, run_id: str, path: Path) -> Path:

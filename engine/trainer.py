@@ -26,16 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from engine import config as config_mod
 from engine.config import ConfigError, RunConfig
 from engine.data import Dataset, build_dataset
+from engine.diagnostics import Diagnostic, DiagnosticContext, preserved_state
+from engine.diagnostics import get as get_diagnostic
 from engine.evaluation import evaluate, probe_indices, snapshot_arrays
-from engine.events import CommandQueue, Eval, Event, Snapshot, Status, Step
+from engine.events import Artifact, Command, CommandQueue, Eval, Event, Snapshot, Status, Step
 from engine.losses import data_loss, log_softmax
 from engine.models import build_model
 from engine.optim import build_optimizer, schedule_factor, set_lr, set_weight_decay
+from engine.outcome import OutcomeTracker
 from engine.regularizers import Batch, LossContext, Regularizer, Setup, get
 from engine.regularizers.base import technique_generator
 
@@ -69,6 +72,7 @@ class RunResult:
     steps: int
     message: str = ""
     final: dict[str, float] = field(default_factory=dict)
+    outcome: str = ""
 
 
 class Batches:
@@ -108,6 +112,10 @@ class Trainer:
         self.model = build_model(cfg.model, self.data).to(self.device)
         torch.manual_seed(cfg.seed + 1)  # dropout masks: global RNG, isolated from init
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # model.train() walks every submodule through nn.Module.__setattr__ (≈ 20 µs a step on a
+        # small MLP); each step only needs it when something left a module in eval mode.
+        modules = tuple(self.model.modules())
+        self._train_mode_modules = modules if all(type(m).train is nn.Module.train for m in modules) else None
         self.optimizer = build_optimizer(cfg.optim, self.params)
         self.total_steps = cfg.train.steps
         self.batches = Batches(self.data.n_train, cfg.train.batch_size, cfg.seed, self.device)
@@ -128,10 +136,25 @@ class Trainer:
         self._output_fn = next((r.output_fn for r in chain if r.replaces_output), log_softmax)
         self._stepper = next((r for r in chain if r.wraps_step), None)
         self.probe = probe_indices(self.data, seed=cfg.seed)
+        self.diagnostics_context = DiagnosticContext(
+            self.model, self.data, cfg, self.probe, self._objective_loss, self.optimizer, lambda: self.lr)
+        active = cfg.active_diagnostics()
+        self.instruments: dict[str, Diagnostic] = {
+            name: get_diagnostic(name)(self.diagnostics_context, cfg.seed,
+                                       **{k: v for k, v in settings.items() if k != "every"})
+            for name, settings in active.items()
+        }
+        self.cadence = {name: settings["every"] for name, settings in active.items()}
+        self.outcome = OutcomeTracker()
         self.step = 0
         self.state = "running"
         self.final: dict[str, float] = {}
         self.last_change = ""
+
+    def _objective_loss(self, outputs: Tensor, batch: Batch) -> Tensor:
+        """The data objective as optimised (loss, float64 option, output function): what the
+        curvature instruments differentiate."""
+        return data_loss(outputs, batch, self.cfg.loss, self.data.task, self._output_fn)[0]
 
     # ---- one update ----------------------------------------------------------------------
     def _train_step(self, step: int, log: bool) -> dict[str, float]:
@@ -145,20 +168,21 @@ class Trainer:
         for hook in self._target_hooks:
             batch = hook.transform_targets(batch, step)
         metrics: dict[str, float] = {}
-        self.model.train()
+        self._ensure_train_mode()
 
         def closure(apply_after_backward: bool = True) -> Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             outputs = self.model(batch.x)
             loss, log_probs = data_loss(outputs, batch, self.cfg.loss, self.data.task, self._output_fn)
             total = loss
-            ctx = LossContext(batch, outputs, log_probs, self.model, step, self.total_steps, loss)
-            for hook in self._loss_hooks:
-                term = hook.extra_loss(ctx)
-                if term is not None:
-                    total = total + term
-                    if log:
-                        metrics[f"reg/{hook.name}"] = term.detach().item()
+            if self._loss_hooks:
+                ctx = LossContext(batch, outputs, log_probs, self.model, step, self.total_steps, loss)
+                for hook in self._loss_hooks:
+                    term = hook.extra_loss(ctx)
+                    if term is not None:
+                        total = total + term
+                        if log:
+                            metrics[f"reg/{hook.name}"] = term.detach().item()
             total.backward()
             if apply_after_backward:
                 if log:
@@ -174,9 +198,21 @@ class Trainer:
         self.model.after_optimizer_step()
         for hook in self._after_step_hooks:
             hook.after_step(step)
-        metrics["train/loss"] = loss.detach().item()
+        metrics["train/loss"] = loss.item()
         metrics["lr"] = self.lr
         return metrics
+
+    def _ensure_train_mode(self) -> None:
+        """``model.train()``, skipped when every module is already in train mode (the usual case:
+        evaluation restores it) and no module overrides ``train``."""
+        modules = self._train_mode_modules
+        if modules is None:
+            self.model.train()
+            return
+        for module in modules:
+            if not module.training:
+                self.model.train()
+                return
 
     def events(self) -> Iterator[Event]:
         """The run as a stream of events; ends with a final Status."""
@@ -185,12 +221,16 @@ class Trainer:
         snap_every = self.cfg.train.snapshot_every
         yield Status("running", f"training on {self.device}", 0)
         yield self._eval(0)
+        yield from self._measure_due(0)
         if snap_every:
             yield self._snapshot(0)
         for step in range(1, self.total_steps + 1):
-            yield from self._apply_commands()
+            command = self._poll_command()
+            if command is not None:
+                yield from self._apply_commands(command)
             if self.state == "stopped":
-                yield Status("stopped", f"stopped by request at step {self.step}", self.step)
+                outcome = self.outcome.outcome("stopped") if self.data.task == "classification" else ""
+                yield Status("stopped", f"stopped by request at step {self.step}", self.step, outcome)
                 return
             log = step % log_every == 0 or step == self.total_steps
             metrics = self._train_step(step, log)
@@ -201,53 +241,91 @@ class Trainer:
                 self.final.update(metrics)
                 yield Step(step, metrics)
                 cause = f"; last live change: {self.last_change}" if self.last_change else ""
-                yield Status("diverged", f"diverged at step {step} (loss became {loss}){cause}", step)
+                yield Status("diverged", f"diverged at step {step} (loss became {loss}){cause}", step, "diverged")
                 return
             if log:
                 self.final.update(metrics)
                 yield Step(step, metrics)
             if step % eval_every == 0 or step == self.total_steps:
                 yield self._eval(step)
+            yield from self._measure_due(step)
             if snap_every and step % snap_every == 0:
                 yield self._snapshot(step)
         self.state = "completed"
-        yield Status("completed", f"completed {self.total_steps} steps", self.total_steps)
+        outcome = self.outcome.outcome("completed") if self.data.task == "classification" else ""
+        shown = f" (outcome: {outcome})" if outcome else ""
+        yield Status("completed", f"completed {self.total_steps} steps{shown}", self.total_steps, outcome)
 
     def run(self, *subscribers: Callable[[Event], Any]) -> RunResult:
         """Drive ``events()`` to the end, handing each event to every subscriber."""
-        message = ""
+        message, outcome = "", ""
         try:
             for event in self.events():
                 if isinstance(event, Status):
-                    message = event.message
+                    message, outcome = event.message, event.outcome
                 for subscriber in subscribers:
                     subscriber(event)
         except Exception as err:  # a failed run is recorded, not lost
             self.state, message = "failed", f"{type(err).__name__}: {err}"
             for subscriber in subscribers:
                 subscriber(Status("failed", message, self.step))
-        return RunResult(self.state, self.step, message, dict(self.final))
+        return RunResult(self.state, self.step, message, dict(self.final), outcome)
 
     # ---- evaluation and snapshots --------------------------------------------------------
     def _eval(self, step: int) -> Eval:
         metrics = evaluate(self.model, self.data, self.cfg.loss, self._output_fn)
         metrics["weights/norm"] = _global_norm([p.detach() for p in self.model.parameters()])
         self.final.update(metrics)
+        self.outcome.update(step, metrics)
         return Eval(step, metrics)
+
+    def _measure_due(self, step: int) -> Iterator[Event]:
+        for name, every in self.cadence.items():
+            if every and step % every == 0:
+                yield from self.measure(name, step)
+
+    def measure(self, name: str, step: int | None = None) -> Iterator[Event]:
+        """Run one instrument now, in eval mode, leaving the run exactly as it was.
+
+        Called between steps by the loop (scheduled or on demand), or directly on a trainer
+        whose run has ended (the UI's "compute density now").
+        """
+        step = self.step if step is None else step
+        instrument = self.instruments.get(name)
+        if instrument is None:
+            cls = get_diagnostic(name)
+            if not cls.applies(self.cfg):
+                raise ConfigError(f"diagnostics.{name}: does not apply to this run")
+            instrument = self.instruments[name] = cls(self.diagnostics_context, self.cfg.seed)
+        self.diagnostics_context.step = step
+        with preserved_state(self.model):
+            self.model.eval()
+            result = instrument.measure(self.diagnostics_context, step)
+        if result.metrics:
+            self.final.update(result.metrics)
+            yield Eval(step, result.metrics)
+        for kind, arrays in result.artifacts.items():
+            yield Artifact(step, kind, arrays)
 
     def _snapshot(self, step: int) -> Snapshot:
         features, labels, flags = snapshot_arrays(self.model, self.data, self.probe)
         return Snapshot(step, features, labels, flags)
 
     # ---- commands from other threads -----------------------------------------------------
-    def _apply_commands(self) -> Iterator[Status]:
+    def _poll_command(self) -> Command | None:
+        """The next queued command, or None — checked before every step, so kept lock-free."""
+        return self.commands.get(block=False) if self.commands.pending() else None
+
+    def _apply_commands(self, command: Command | None = None) -> Iterator[Status]:
+        """Apply queued commands (starting with ``command`` if given); block while paused."""
         paused = False
         while True:
-            command = self.commands.get(block=paused, timeout=0.1)
             if command is None:
-                if paused:
-                    continue
-                return
+                command = self.commands.get(block=paused, timeout=0.1)
+                if command is None:
+                    if paused:
+                        continue
+                    return
             if command.kind == "stop":
                 self.state = "stopped"
                 return
@@ -259,12 +337,18 @@ class Trainer:
                 paused = False
                 self.state = "running"
                 yield Status("running", f"resumed at step {self.step}", self.step)
+            elif command.kind == "measure":
+                try:
+                    yield from self.measure(command.key)
+                except (ConfigError, ValueError) as err:
+                    yield Status(self.state, f"refused: {err}", self.step)
             elif command.kind == "set":
                 try:
                     self.apply_setting(command.key, command.value)
                     yield Status(self.state, f"set {command.key}={command.value} at step {self.step}", self.step)
                 except (ConfigError, ValueError, KeyError) as err:
                     yield Status(self.state, f"refused: {err}", self.step)
+            command = None
 
     def check_setting(self, key: str, value: Any) -> Any:
         """Validate a live change (callable from any thread); return the coerced value."""
