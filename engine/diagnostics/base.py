@@ -7,6 +7,11 @@ bit. Instruments evaluate the model through ``DiagnosticContext`` — a fixed, s
 data objective exactly as optimised (loss, target transform, output function) and
 ``torch.func.functional_call`` for perturbed parameters — so the live module is never mutated.
 
+Default cadence: the cheap default-on instruments (collapse, ranks, dead units, calibration, SAE)
+run every 200 steps — ≈ 20 ms a call on the digits MLP, so ≈ 5–10 % of a 1 ms/step mini-batch run;
+sharpness every 50 and trace every 200 are opt-in (presets turn them on); density and landscape
+run on demand only. ``diagnostics.<name>.every`` raises or lowers any of them per run.
+
 Conventions (diagnostics.md §0):
 - Eval mode by default (dropout off): panels say so.
 - Curvature is of the mean *data* loss on the probe set; parameter penalties (L2, …), per-sample

@@ -200,7 +200,7 @@ class Collapse(Diagnostic):
 
     name = "collapse"
     group = "collapse"
-    every = 100
+    every = 200
     cost = "1 forward over the probe set + eigh of C×C/d×d"
     needs = frozenset({"features"})
     tasks = ("classification",)

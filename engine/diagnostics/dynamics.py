@@ -288,7 +288,7 @@ class Calibration(Diagnostic):
 
     name = "calibration"
     group = "calibration"
-    every = 100
+    every = 200
     cost = "1 forward over the test set"
     tasks = ("classification",)
     default_on = True
