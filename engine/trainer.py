@@ -146,6 +146,8 @@ class Trainer:
         }
         self.cadence = {name: settings["every"] for name, settings in active.items()}
         self.outcome = OutcomeTracker()
+        self._initial_weights = self._weights()
+        self._update_size: float | None = None
         self.step = 0
         self.state = "running"
         self.final: dict[str, float] = {}
@@ -233,7 +235,10 @@ class Trainer:
                 yield Status("stopped", f"stopped by request at step {self.step}", self.step, outcome)
                 return
             log = step % log_every == 0 or step == self.total_steps
+            before = self._weights() if step % eval_every == 0 else None  # for update/size
             metrics = self._train_step(step, log)
+            if before is not None:
+                self._update_size = _global_norm(torch._foreach_sub(self._weights(), before))
             self.step = step
             loss = metrics["train/loss"]
             if not math.isfinite(loss):
@@ -274,10 +279,20 @@ class Trainer:
     # ---- evaluation and snapshots --------------------------------------------------------
     def _eval(self, step: int) -> Eval:
         metrics = evaluate(self.model, self.data, self.cfg.loss, self._output_fn)
-        metrics["weights/norm"] = _global_norm([p.detach() for p in self.model.parameters()])
+        weights = self._weights()
+        metrics["weights/norm"] = _global_norm(weights)
+        metrics["weights/dist_init"] = _global_norm(torch._foreach_sub(weights, self._initial_weights))
+        if step and self._update_size is not None:
+            metrics["update/size"] = self._update_size
+        if "train/acc" in metrics and "test/acc" in metrics:
+            metrics["gap/train_test"] = metrics["train/acc"] - metrics["test/acc"]
         self.final.update(metrics)
         self.outcome.update(step, metrics)
         return Eval(step, metrics)
+
+    def _weights(self) -> list[Tensor]:
+        """A copy of the trainable weights (θ₀ for weights/dist_init, θ_t for update/size)."""
+        return [p.detach().clone() for p in self.params]
 
     def _measure_due(self, step: int) -> Iterator[Event]:
         for name, every in self.cadence.items():

@@ -192,3 +192,29 @@ def test_worker_thread_flushes_denormals() -> None:
     finally:
         torch.set_flush_denormal(True)
     assert seen == [0.0]
+
+
+def test_update_size_and_distance_from_init() -> None:
+    cfg = validate(small_config(**{"optim.name": "sgd", "optim.lr": 0.1, "train.batch_size": 0,
+                                   "train.eval_every": 5, "train.steps": 10}))
+    events = list(Trainer(cfg).events())
+    evals = {e.step: e.metrics for e in events if isinstance(e, Eval) and "weights/norm" in e.metrics}
+    steps = {e.step: e.metrics for e in events if isinstance(e, Step)}
+    assert evals[0]["weights/dist_init"] == 0.0 and "update/size" not in evals[0]
+    for t in (5, 10):  # plain full-batch SGD: θ_t − θ_{t−1} = −η g, so ‖update‖ = η‖g‖
+        assert evals[t]["update/size"] == pytest.approx(0.1 * steps[t]["grad/norm"], rel=1e-5)
+    assert evals[10]["weights/dist_init"] > evals[5]["weights/dist_init"] > 0
+    assert evals[10]["gap/train_test"] == pytest.approx(evals[10]["train/acc"] - evals[10]["test/acc"])
+
+
+def test_memorization_metrics_hand_case() -> None:
+    from engine.evaluation import memorization
+
+    given = torch.tensor([0, 1, 2, 2, 0, 1])
+    true = torch.tensor([0, 1, 1, 0, 0, 2])
+    noisy = given != true  # examples 2, 3, 5
+    pred = torch.tensor([0, 2, 1, 2, 0, 1])  # 2: true label; 3: memorised; 5: memorised
+    out = memorization(pred, given, true, noisy)
+    assert out["train/acc_clean"] == pytest.approx(2 / 3)
+    assert out["train/acc_noisy"] == pytest.approx(1 / 3)
+    assert out["noisy/memorized_frac"] == pytest.approx(2 / 3)
