@@ -63,7 +63,7 @@ from engine.trainer import Trainer
 
 PRESET = "edge-of-stability"
 EVERY = 50  # the preset's default cadence
-WARM_ITERS = 5  # the instrument's default
+WARM_ITERS = 3  # the instrument's default
 OVERHEAD_TARGET = 0.15
 SPEED_TARGET = 2.0
 

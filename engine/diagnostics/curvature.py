@@ -121,7 +121,7 @@ class Sharpness(Diagnostic):
 
     λ_max of the probe-set Hessian of the data loss (eval mode, fixed probe set — never the current
     mini-batch), by power iteration (diagnostics.md §3): a cold start (tol 1e-3, ≤ 100 HVPs) on the
-    first call, every ``restart_every``-th call and whenever the warm value falls below half the
+    first call, every ``restart_every``-th call (default 100) and whenever the warm value falls below half the
     previous one (the top eigenvector switched); otherwise ``warm_iters`` products from the previous
     eigenvector. Uses the current learning rate (schedules included) for ``sharpness/threshold``:
     2/η for GD/SGD, (2 + 2β)/η with heavy-ball momentum, and for Adam/AdamW
@@ -136,13 +136,13 @@ class Sharpness(Diagnostic):
     name = "sharpness"
     group = "curvature"
     every = 50
-    cost = "20–26 HVP cold (tol 1e-3), warm_iters (5) HVP warm; HVP ≈ 1.5–3× a gradient; ×2 for Adam"
+    cost = "20–26 HVP cold (tol 1e-3), warm_iters (3) HVP warm; HVP ≈ 1.5–3× a gradient; ×2 for Adam"
     needs = frozenset({"hessian", "full_batch"})
     params = (
         Param("tol", float, 1e-3, 1e-8, 0.1, log=True, help="relative tolerance of a cold start"),
         Param("max_iter", int, 100, 2, 1000, help="HVP cap of a cold start"),
-        Param("warm_iters", int, 5, 1, 100, help="power iterations from the previous eigenvector"),
-        Param("restart_every", int, 10, 1, 10_000, help="cold start every n-th call"),
+        Param("warm_iters", int, 3, 1, 100, help="power iterations from the previous eigenvector"),
+        Param("restart_every", int, 100, 1, 10_000, help="cold start every n-th call"),
         Param("include_penalties", bool, False, help="add coupled L2 (l2, SGD/Adam weight_decay) to the Hessian"),
     )
 
