@@ -8,14 +8,14 @@ every classification family gets them the same way.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
+
+from engine.registry import Registry
 
 if TYPE_CHECKING:
     from engine.config import DataConfig
@@ -67,36 +67,15 @@ class Dataset:
 
 
 Builder = Callable[["DataConfig", int], Dataset]
-REGISTRY: dict[str, Builder] = {}
-
-
-def register_dataset(name: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        if name in REGISTRY:
-            raise ValueError(f"duplicate dataset {name!r}")
-        REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-_loaded = False
-
-
-def _load_all() -> None:
-    global _loaded
-    if not _loaded:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
-        _loaded = True
+REGISTRY: Registry[Builder] = Registry(__name__, "data.name")
+register_dataset = REGISTRY.register
 
 
 def build_dataset(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> Dataset:
     """Build the configured dataset deterministically for ``seed``, then apply noise/few-label."""
     from engine.data.noise import apply_few_labels, apply_label_noise
 
-    _load_all()
-    data = REGISTRY[cfg.name](cfg, seed)
+    data = REGISTRY.lookup(cfg.name)(cfg, seed)
     if cfg.noise > 0:
         data = apply_label_noise(data, cfg.noise, cfg.noise_type, seed)
     if cfg.n_labeled:
@@ -105,5 +84,4 @@ def build_dataset(cfg: DataConfig, seed: int, device: torch.device | str = "cpu"
 
 
 def dataset_names() -> list[str]:
-    _load_all()
-    return sorted(REGISTRY)
+    return sorted(REGISTRY.load())

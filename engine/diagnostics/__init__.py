@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 from engine.diagnostics.base import (
@@ -19,28 +17,12 @@ from engine.regularizers.base import Param
 __all__ = ["REGISTRY", "Diagnostic", "DiagnosticContext", "Measurement", "all_diagnostics", "describe_all",
            "get", "normalize_diagnostic_params", "preserved_state", "register"]
 
-_loaded = False
-
-
-def _load_all() -> None:
-    global _loaded
-    if not _loaded:
-        for info in pkgutil.iter_modules(__path__):
-            if info.name != "base":
-                importlib.import_module(f"{__name__}.{info.name}")
-        _loaded = True
-
-
 def get(name: str) -> type[Diagnostic]:
-    _load_all()
-    if name not in REGISTRY:
-        raise ValueError(f"diagnostics.{name}: unknown instrument; choose one of {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    return REGISTRY.lookup(name)
 
 
 def all_diagnostics() -> dict[str, type[Diagnostic]]:
-    _load_all()
-    return dict(sorted(REGISTRY.items()))
+    return REGISTRY.sorted_items()
 
 
 def normalize_diagnostic_params(name: str, params: Any) -> dict[str, Any]:

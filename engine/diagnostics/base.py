@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from engine.registry import Registry
 from engine.regularizers.base import Batch, Param, technique_generator
 
 if TYPE_CHECKING:
@@ -142,14 +143,12 @@ class Diagnostic:
         raise NotImplementedError
 
 
-REGISTRY: dict[str, type[Diagnostic]] = {}
+REGISTRY: Registry[type[Diagnostic]] = Registry("engine.diagnostics", "diagnostics")
 
 
 def register(cls: type[Diagnostic]) -> type[Diagnostic]:
-    if cls.name in REGISTRY:
-        raise ValueError(f"duplicate diagnostic name {cls.name!r}")
-    REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: add a plugin to the registry under ``cls.name``."""
+    return REGISTRY.add(cls.name, cls)
 
 
 @contextmanager

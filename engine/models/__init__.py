@@ -8,12 +8,12 @@ metrics. Models that support dropout list their ``nn.Dropout`` modules in ``drop
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
+
+from engine.registry import Registry
 
 if TYPE_CHECKING:
     from engine.config import ModelConfig
@@ -50,31 +50,10 @@ class LabModel(nn.Module):
 
 
 Builder = Callable[["ModelConfig", "Dataset"], LabModel]
-REGISTRY: dict[str, Builder] = {}
-
-
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        if name in REGISTRY:
-            raise ValueError(f"duplicate model {name!r}")
-        REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-_loaded = False
-
-
-def _load_all() -> None:
-    global _loaded
-    if not _loaded:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
-        _loaded = True
+REGISTRY: Registry[Builder] = Registry(__name__, "model.name")
+register_model = REGISTRY.register
 
 
 def build_model(cfg: ModelConfig, dataset: Dataset) -> LabModel:
     """Build the configured model for ``dataset`` (seed torch's global RNG before calling)."""
-    _load_all()
-    return REGISTRY[cfg.name](cfg, dataset)
+    return REGISTRY.lookup(cfg.name)(cfg, dataset)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 from engine.regularizers.base import REGISTRY, Batch, LossContext, Param, Regularizer, Setup, register
@@ -21,30 +19,12 @@ __all__ = [
     "register",
 ]
 
-_loaded = False
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
-    _loaded = True
-
-
 def get(name: str) -> type[Regularizer]:
-    _load_all()
-    if name not in REGISTRY:
-        known = ", ".join(sorted(REGISTRY))
-        raise ValueError(f"regularizers.{name}: unknown technique; choose one of {known}")
-    return REGISTRY[name]
+    return REGISTRY.lookup(name)
 
 
 def all_techniques() -> dict[str, type[Regularizer]]:
-    _load_all()
-    return dict(sorted(REGISTRY.items()))
+    return REGISTRY.sorted_items()
 
 
 def normalize_regularizer_params(name: str, params: Any) -> dict[str, Any]:

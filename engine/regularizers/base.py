@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from engine.registry import Registry
+
 if TYPE_CHECKING:
     from engine.data import Dataset
 
@@ -202,15 +204,12 @@ class Regularizer:
         return None
 
 
-REGISTRY: dict[str, type[Regularizer]] = {}
+REGISTRY: Registry[type[Regularizer]] = Registry("engine.regularizers", "regularizers")
 
 
 def register(cls: type[Regularizer]) -> type[Regularizer]:
-    """Class decorator: add a technique to the registry under ``cls.name``."""
-    if cls.name in REGISTRY:
-        raise ValueError(f"duplicate regularizer name {cls.name!r}")
-    REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: add a plugin to the registry under ``cls.name``."""
+    return REGISTRY.add(cls.name, cls)
 
 
 def weight_matrices(model: nn.Module, include_bias: bool = False) -> Iterable[nn.Parameter]:
