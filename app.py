@@ -3,4 +3,7 @@
 import streamlit as st
 
 st.set_page_config(page_title="Regularization Lab", page_icon="🧪", layout="wide")
-st.navigation([st.Page("pages/lab.py", title="Lab", icon="🧪", default=True)]).run()
+st.navigation([
+    st.Page("pages/lab.py", title="Lab", icon="🧪", default=True),
+    st.Page("pages/diagnostics.py", title="Diagnostics", icon="📈"),
+]).run()

@@ -37,3 +37,35 @@ def curves(series: Series, names: Sequence[str], title: str, log_y: bool = False
     if log_x:
         fig.update_xaxes(type="log")
     return fig
+
+
+def sharpness(series: Series, title: str = "Sharpness (top Hessian eigenvalue)") -> go.Figure:
+    """λ_max over steps with its stability line (2/η, (2+2β)/η, or 38/η against the
+    preconditioned λ for Adam — the instrument only reports a threshold that matches)."""
+    fig = curves(series, ["sharpness/top_eig", "sharpness/precond_top_eig"], title, y_title="eigenvalue")
+    if "sharpness/threshold" in series:
+        steps, values = series["sharpness/threshold"]
+        fig.add_trace(go.Scatter(x=list(steps), y=list(values), mode="lines", name="stability threshold",
+                                 line={"dash": "dash", "color": "black"}))
+    return fig
+
+
+def density(grid: Sequence[float], values: Sequence[float], title: str = "Hessian spectral density (SLQ)"
+            ) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=list(grid), y=[max(v, 1e-8) for v in values], mode="lines", name="density"))
+    fig.update_layout(title=title, xaxis_title="eigenvalue", yaxis_title="density", template="plotly_white")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def landscape(alphas: Sequence[float], betas: Sequence[float] | None, loss: Sequence, title: str = "Loss landscape"
+              ) -> go.Figure:
+    """1-D curve or 2-D contour of the loss along filter-normalised directions."""
+    if betas is None or len(betas) == 0:
+        fig = go.Figure(go.Scatter(x=list(alphas), y=list(loss), mode="lines+markers", name="loss"))
+        fig.update_layout(xaxis_title="α")
+    else:
+        fig = go.Figure(go.Contour(x=list(alphas), y=list(betas), z=loss, colorscale="Viridis"))
+        fig.update_layout(xaxis_title="α", yaxis_title="β")
+    fig.update_layout(title=title, template="plotly_white")
+    return fig

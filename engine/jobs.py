@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import RunConfig
-from engine.events import FINAL_STATES, Eval, Event, Snapshot, Status, Step
+from engine.events import FINAL_STATES, Artifact, Eval, Event, Snapshot, Status, Step
 from engine.store import RunStore
 from engine.trainer import Trainer
 
@@ -48,6 +48,8 @@ class JobView:
     steps_per_s: float
     series: dict[str, tuple[list[int], list[float]]]
     snapshot: Snapshot | None
+    artifacts: dict[str, Artifact]
+    outcome: str
 
 
 class Job:
@@ -64,6 +66,8 @@ class Job:
         self.state, self.message, self.step = "starting", "", 0
         self._series: dict[str, Series] = {}
         self._snapshot: Snapshot | None = None
+        self._artifacts: dict[str, Artifact] = {}
+        self.outcome = ""
         self._lock = threading.Lock()
         self._started = 0.0
         self._thread = threading.Thread(target=self._work, name="lab-training", daemon=True)
@@ -89,8 +93,11 @@ class Job:
                     self._series.setdefault(name, Series(self.max_points)).add(event.step, value)
             elif isinstance(event, Snapshot):
                 self._snapshot = event
+            elif isinstance(event, Artifact):
+                self._artifacts[event.kind] = event
             elif isinstance(event, Status):
                 self.state, self.message = event.state, event.message
+                self.outcome = event.outcome or self.outcome
 
     # ---- commands (any thread) -----------------------------------------------------------
     def pause(self) -> None:
@@ -108,6 +115,19 @@ class Job:
         """Validated live change (raises ConfigError with a one-line message)."""
         self.trainer.set(key, value)
 
+    def measure(self, instrument: str) -> None:
+        """On-demand instrument (density, landscape, …): queued while training, else run now in a
+        background thread on the final weights. Results arrive as metrics/artifacts in ``view()``."""
+        if not self.done:
+            self.trainer.commands.measure(instrument)
+            return
+
+        def work() -> None:
+            for event in self.trainer.measure(instrument):
+                self._on_event(event)
+
+        threading.Thread(target=work, name=f"lab-measure-{instrument}", daemon=True).start()
+
     @property
     def done(self) -> bool:
         return self.state in FINAL_STATES
@@ -119,5 +139,5 @@ class Job:
                 run_id=self.run_id, state=self.state, message=self.message, step=self.step,
                 total_steps=self.cfg.train.steps, steps_per_s=self.step / elapsed,
                 series={k: (list(s.steps), list(s.values)) for k, s in self._series.items()},
-                snapshot=self._snapshot,
+                snapshot=self._snapshot, artifacts=dict(self._artifacts), outcome=self.outcome,
             )

@@ -9,28 +9,8 @@ from engine.figures import curves
 from engine.jobs import Job
 from engine.presets import get_preset, preset_config, preset_ids
 from engine.regularizers import all_techniques
-from engine.store import RunStore, StoreError
-
-
-class JobHolder:
-    """Per-browser-session slot for the running job; released (and stopped) when the tab closes."""
-
-    def __init__(self) -> None:
-        self.job: Job | None = None
-
-    def stop(self) -> None:
-        if self.job is not None:
-            self.job.stop()
-
-
-@st.cache_resource(scope="session", on_release=lambda holder: holder.stop(), show_spinner=False)
-def job_holder() -> JobHolder:
-    return JobHolder()
-
-
-@st.cache_resource(show_spinner=False)
-def run_store() -> RunStore:
-    return RunStore()
+from engine.store import StoreError
+from pages.common import job_holder, run_store
 
 
 def regularizer_widgets() -> dict[str, dict]:
@@ -103,6 +83,8 @@ def live_panel() -> None:
                 text=f"{view.state} — step {view.step}/{view.total_steps} · {view.steps_per_s:.0f} steps/s")
     if view.message and view.state in ("diverged", "failed"):
         st.error(view.message)
+    if view.outcome:
+        st.success(f"Outcome: {view.outcome}")
     log_y = st.toggle("log y", key="log_y")
     left, right = st.columns(2)
     left.plotly_chart(curves(view.series, ["train/loss", "test/loss"], "Loss", log_y=log_y), key="loss")

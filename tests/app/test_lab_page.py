@@ -40,3 +40,31 @@ def test_incompatible_toggles_are_refused_with_a_message(tmp_path: Path, monkeyp
     assert not at.exception
     assert at.button[0].disabled is True
     assert "cannot be combined" in at.error[0].value
+
+
+def _wait(at: AppTest, done, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        at.run()
+        if done(at):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the app never reached the expected state")
+
+
+def test_diagnostics_page_shows_sharpness_and_on_demand_density(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.sidebar.selectbox[0].set_value("edge-of-stability").run()
+    at.sidebar.number_input[0].set_value(100).run()
+    at.button[0].click().run()
+    _wait(at, lambda a: any("completed — step 100/100" in (p.proto.text or "") for p in a.get("progress")))
+    at.switch_page("pages/diagnostics.py").run()
+    assert not at.exception
+    charts_before = len(at.get("plotly_chart"))
+    assert charts_before >= 2  # sharpness with its 2/lr line, collapse panel
+    assert any("penalties excluded" in c.value for c in at.caption)
+    at.button(key="measure:density").click().run()
+    _wait(at, lambda a: len(a.get("plotly_chart")) > charts_before)
+    assert not at.exception
