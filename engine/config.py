@@ -71,9 +71,9 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["sgd", "adam", "adamw", "lion"] = "adam"
+    name: Literal["sgd", "adam", "adamw", "lion", "diffgrad"] = "adam"
     lr: float = Field(1e-3, gt=0, le=100)
-    weight_decay: float = Field(0.0, ge=0, le=100, description="decoupled for adamw/lion, coupled (torch) for sgd/adam")
+    weight_decay: float = Field(0.0, ge=0, le=100, description="decoupled: adamw, lion; coupled: sgd, adam, diffgrad")
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     beta1: float = Field(0.9, ge=0, lt=1)
@@ -102,7 +102,10 @@ class TrainConfig(_Section):
 
 
 class LossConfig(_Section):
-    name: Literal["ce", "mse"] = "ce"
+    name: Literal["ce", "mse", "gce", "z_spherical"] = "ce"
+    q: float = Field(0.7, ge=0.05, le=1, description="gce: q (q → 0 is CE, q = 1 is MAE)")
+    z_a: float = Field(1.0, ge=0.1, le=10, description="z_spherical: a in (1/a)·softplus(a(b − ẑ_y))")
+    z_b: float = Field(0.0, ge=-5, le=5, description="z_spherical: b")
     float64: bool = Field(False, description="compute the loss in float64 (grokking: delays softmax collapse)")
     mse_reduction: Literal["half_sum", "mean"] = Field(
         "half_sum", description="half_sum: ½Σ_c (f−y)² averaged over examples; mean: over all entries")

@@ -1,4 +1,7 @@
-"""Data losses: cross-entropy (optionally in float64) and MSE, on hard or soft targets.
+"""Data losses: cross-entropy (optionally in float64), MSE, GCE and the spherical Z-loss.
+
+All four take hard labels or soft targets (``batch.y_soft``); GCE and the Z-loss extend to soft
+targets linearly, like cross-entropy: per example Σ_c y_c·ℓ(c), which is ℓ(y) for a one-hot y.
 
 The output function (log_softmax, or a technique's replacement such as StableMax) is passed in,
 so the same code computes the training loss, the evaluation loss and, later, the objective
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -37,11 +41,46 @@ def data_loss(
         target = batch.y_soft if batch.y_soft is not None else F.one_hot(batch.y, num_classes)
         return _mean(_mse(outputs, target.to(outputs.dtype), cfg), weight), None
     log_probs = output_fn(outputs)
+    if cfg.name == "gce":
+        return _mean(gce_per_example(log_probs, batch, cfg.q), weight), log_probs
+    if cfg.name == "z_spherical":
+        return _mean(z_spherical_per_example(outputs, batch, cfg.z_a, cfg.z_b), weight), log_probs
     if batch.y_soft is not None:
         per_example = -(batch.y_soft.to(log_probs.dtype) * log_probs).sum(-1)
     else:
         per_example = _nll(log_probs, batch.y)
     return _mean(per_example, weight), log_probs
+
+
+def gce_per_example(log_probs: Tensor, batch: Batch, q: float) -> Tensor:
+    """Generalized cross-entropy (Zhang & Sabuncu 2018): (1 − p_y^q)/q per example.
+
+    p comes from the run's output function (softmax, or StableMax). Written as
+    −expm1(q·log p_y)/q, so small q stays accurate: q → 0 is cross-entropy −log p_y, q = 1 is
+    MAE 1 − p_y, and the logit gradient is p_y^q × the CE gradient (confident rows count fully,
+    rows the model disagrees with — often the noisy ones — are down-weighted). Soft targets:
+    Σ_c y_c·(1 − p_c^q)/q.
+    """
+    if batch.y_soft is not None:
+        return -(batch.y_soft.to(log_probs.dtype) * torch.expm1(q * log_probs)).sum(-1) / q
+    return -torch.expm1(-q * _nll(log_probs, batch.y)) / q
+
+
+def z_spherical_per_example(outputs: Tensor, batch: Batch, a: float = 1.0, b: float = 0.0) -> Tensor:
+    """Spherical Z-loss (de Brébisson & Vincent 2016): (1/a)·softplus(a(b − ẑ_y)) per example.
+
+    ẑ = (z − mean_j z_j)/(std_j z_j + 1e-8) with the population std (ddof 0, the paper's
+    1/C convention), so the loss is invariant to adding a constant to all logits and to
+    scaling them by s > 0. Not a probability model: softmax(z) calibration means nothing here.
+    Soft targets: Σ_c y_c·(1/a)·softplus(a(b − ẑ_c)).
+    """
+    mu = outputs.mean(-1, keepdim=True)
+    sigma = outputs.std(-1, correction=0, keepdim=True) + 1e-8  # torch's std backward is 0, not 0/0, at σ = 0
+    z_hat = (outputs - mu) / sigma
+    if batch.y_soft is not None:
+        return (batch.y_soft.to(z_hat.dtype) * F.softplus(a * (b - z_hat))).sum(-1) / a
+    z_y = -_nll(z_hat, batch.y)  # the pick z_hat[y] (nll_loss negates it)
+    return F.softplus(a * (b - z_y)) / a
 
 
 def _nll(log_probs: Tensor, y: Tensor) -> Tensor:

@@ -1,8 +1,8 @@
 """Optimizers and learning-rate schedules.
 
-torch ships SGD, Adam and AdamW; Lion is not in ``torch.optim`` (2.13), so it is written here
-(a dozen lines, following the paper's update). Weight-decay semantics follow torch and are stated
-in the UI: coupled L2 for SGD/Adam, decoupled for AdamW/Lion.
+torch ships SGD, Adam and AdamW; Lion and diffGrad are not in ``torch.optim`` (2.13), so they are
+written here (a dozen lines each, following the papers' updates). Weight-decay semantics follow
+torch and are stated in the UI: coupled L2 for SGD/Adam/diffGrad, decoupled for AdamW/Lion.
 
 The learning rate is computed each step as ``base_lr × schedule_factor(step)`` and written into
 the optimizer's param groups, which is what makes a live change of ``optim.lr`` take effect at the
@@ -53,6 +53,57 @@ class Lion(torch.optim.Optimizer):
         return loss
 
 
+class DiffGrad(torch.optim.Optimizer):
+    """diffGrad, fixed (Dubey et al. 2019, *diffGrad: An Optimization Method for Convolutional Neural Networks*).
+
+    Adam whose step is damped per coordinate by the friction ξ = sigmoid(|g_t − g_{t−1}|) ∈ [0.5, 1):
+
+        m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  ξ = sigmoid(|g − g_prev|)   (g_prev = 0 at t = 1)
+        θ ← θ − η·ξ·m̂/(√v̂ + ε)            (m̂, v̂ bias-corrected, as torch's Adam)
+        g_prev ← g.clone()
+
+    The clone is the fix: the original release stored the previous gradient *by reference*, so
+    the difference was always 0, ξ ≡ 0.5 and the optimizer silently became Adam at half the
+    learning rate (techniques §12.2). Weight decay is coupled L2 as in the paper's code
+    (g ← g + λθ before everything, so ξ sees the decayed gradient). The last ξ of each tensor is
+    kept in ``state[p]["xi"]`` for a histogram.
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.add(p, alpha=wd) if wd else p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                    state["prev_grad"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                xi = torch.sigmoid((state["prev_grad"] - grad).abs_())
+                state["prev_grad"] = grad.clone()  # a copy, never a reference (the fix)
+                state["xi"] = xi
+                denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)  # torch Adam's form
+                p.addcdiv_(m * xi, denom, value=-lr / (1 - beta1**t))
+        return loss
+
+
 def build_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     betas = (cfg.beta1, cfg.beta2)
     if cfg.name == "sgd":
@@ -64,6 +115,8 @@ def build_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch
         return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.name == "lion":
         return Lion(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "diffgrad":
+        return DiffGrad(params, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}")
 
 

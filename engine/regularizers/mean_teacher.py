@@ -1,0 +1,62 @@
+"""Mean teacher: agree with an exponential-moving-average copy of the model on unlabelled data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from engine.regularizers._ssl import EmaTeacher, SSLRegularizer, gaussian_view, other_ssl, squared_distance
+from engine.regularizers.base import LossContext, Param, Setup, register
+
+
+@register
+class MeanTeacher(SSLRegularizer):
+    """Add w(t)·mean_u ‖softmax f_θ(view(u)) − softmax f_θ′(view′(u))‖², θ′ an EMA of the weights (no gradient).
+
+    *Mean teachers are better role models: Weight-averaged consistency targets improve
+    semi-supervised deep learning results* (Tarvainen & Valpola, NeurIPS 2017), techniques §9.2.
+    Conventions:
+
+    * Teacher: ``copy.deepcopy`` of the model at build time (θ′₀ = θ₀) with ``requires_grad``
+      off; it never receives gradients. After every optimizer step (``after_step``)
+      θ′ ← α_t·θ′ + (1 − α_t)·θ and buffers (BN statistics) are copied, with the reference
+      code's warm-up α_t = min(1 − 1/(t + 1), α), t the 1-based update number, so early on the
+      teacher is the running average of all iterates. α is held constant after that (the
+      paper's 0.99 → 0.999 switch is not applied).
+    * Views: student and teacher see independent Gaussian views u + σε, u + σε′ (technique's
+      own generator). The teacher runs under ``no_grad`` in the student's mode (train, so
+      dropout, if any, is noise for both, as in the paper) with the student's dropout p.
+    * Distance: squared Euclidean distance between softmaxes, summed over classes, averaged over
+      the batch's unlabelled rows. Weight: the shared §9 ramp to w_max (a coefficient of 1 is
+      weak on two moons; 10–30 is the suggested range, not yet calibrated).
+    * Metrics: ``ssl/pseudo_acc`` = accuracy of the teacher's argmax on its view against the
+      hidden labels (the teacher's accuracy on the unlabelled pool); ``ssl/mask_rate`` = 1;
+      ``ssl/disagree`` = student–teacher disagreement rate; ``ssl/weight`` = w(t).
+    """
+
+    name = "mean_teacher"
+    source = ("Mean teachers are better role models: Weight-averaged consistency targets improve "
+              "semi-supervised deep learning results (Tarvainen & Valpola, 2017)")
+    conflicts = other_ssl("mean_teacher")
+    params = (
+        Param("alpha", float, 0.99, 0.9, 0.9999, live=True, log=True, help="EMA decay α of the teacher's weights"),
+        Param("w_max", float, 1.0, 0.0, 100.0, live=True, help="consistency weight after the ramp-up"),
+        Param("ramp", float, 0.3, 0.0, 1.0, help="ramp-up length T_r as a fraction of the run (0 = none)"),
+        Param("sigma", float, 0.1, 0.0, 1.0, live=True, help="std σ of the Gaussian input noise of each view"),
+    )
+
+    def __init__(self, setup: Setup, **values: Any) -> None:
+        super().__init__(setup, **values)
+        self.teacher = EmaTeacher(setup.model)
+
+    def unlabeled_loss(self, ctx: LossContext, u: Tensor, rows: Tensor) -> Tensor:
+        sigma = self["sigma"]
+        p_student = ctx.model(gaussian_view(u, sigma, self.generator)).softmax(dim=1)
+        p_teacher = self.teacher(gaussian_view(u, sigma, self.generator)).softmax(dim=1)
+        target = p_teacher.argmax(dim=1)
+        self.tally(ctx, rows, target, disagree=p_student.detach().argmax(dim=1) != target)
+        return squared_distance(p_student, p_teacher)
+
+    def after_step(self, step: int) -> None:
+        self.teacher.update(EmaTeacher.warmed_alpha(self["alpha"], step))

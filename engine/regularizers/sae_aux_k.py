@@ -1,0 +1,114 @@
+"""AuxK: an auxiliary loss that makes dead SAE latents reconstruct the residual."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from engine.regularizers.base import LossContext, Param, Regularizer, Setup, register
+from engine.regularizers.sae_topk import check_sae_config, sae_model
+
+
+def aux_k_latents(pre: Tensor, dead: Tensor, k_aux: int) -> Tensor:
+    """ẑ = ReLU(TopK_{k_aux}(pre restricted to the dead latents)); zero outside the dead set.
+
+    ``k_aux`` is capped at the number of dead latents, so only dead latents are ever selected."""
+    k = min(k_aux, int(dead.sum()))
+    if k == 0:
+        return torch.zeros_like(pre)
+    masked = pre.masked_fill(~dead, float("-inf"))
+    values, indices = masked.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+
+
+def aux_k_loss(residual: Tensor, reconstruction: Tensor) -> Tensor:
+    """‖e − ê‖² / ‖e − ē‖² summed over the batch (ē: the batch mean of e)."""
+    denominator = (residual - residual.mean(dim=0, keepdim=True)).pow(2).sum()
+    return (residual - reconstruction).pow(2).sum() / denominator.clamp_min(torch.finfo(residual.dtype).tiny)
+
+
+@register
+class SAEAuxK(Regularizer):
+    """Add α·‖e − W_dec ẑ‖²/‖e − ē‖², ẑ = the top k_aux *dead* latents, so dead latents learn the residual and revive.
+
+    *Scaling and evaluating sparse autoencoders* (Gao et al., 2024), techniques §11.4. Per latent
+    the technique counts the training samples since it last fired (z > 0 in the training
+    forward; the counter is reset to 0 by a batch in which it fires and grows by B otherwise,
+    updated once per update even under SAM); latent j is dead when its count exceeds
+    ``window`` samples. Then, with e = (x − x̂).detach() the main reconstruction's residual and
+    ẑ = ReLU(TopK_{k_aux}(pre restricted to dead latents)):
+    L_aux = ‖e − W_dec ẑ‖² / ‖e − ē‖² (sums over the batch; no decoder bias, since e is a
+    residual), added as α·L_aux; exactly 0 — and no gradient — when no latent is dead.
+    Gradients of L_aux reach only the dead latents' encoder rows and biases and decoder columns
+    — and b_dec, through pre = W_enc(x − b_dec) + b_enc, as in Gao et al.'s code.
+
+    The pre-activations (with their graph) and the latents are captured by forward hooks on the
+    SAE's encoder and decoder during the training forward; if none was captured they are
+    recomputed from ``batch.x`` (``model.encode_pre``: one extra encoder matmul). ``k_aux`` 0
+    means d/2. Works with any SAE activation (TopK, BatchTopK, Feature Choice or plain ReLU).
+    ``dead`` holds the current dead mask.
+    """
+
+    name = "sae_aux_k"
+    group = "sae"
+    source = "Scaling and evaluating sparse autoencoders (Gao et al., 2024)"
+    params = (
+        Param("alpha", float, 1 / 32, 0.0, 1.0, live=True, help="weight α of the auxiliary loss"),
+        Param("k_aux", int, 0, 0, 4096, help="dead latents used per sample (0 = d/2)"),
+        Param("window", int, 500, 1, 1_000_000_000,
+              help="a latent is dead after this many training samples without firing"),
+    )
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        check_sae_config(cls.name, cfg)
+
+    def __init__(self, setup: Setup, **values: Any) -> None:
+        super().__init__(setup, **values)
+        self.model = sae_model(setup, self.name)
+        decoder: nn.Linear = self.model.decoder
+        d, n_latents = decoder.weight.shape
+        self.k_aux = self["k_aux"] or max(1, d // 2)
+        self.since_fired = torch.zeros(n_latents, dtype=torch.long, device=decoder.weight.device)
+        self.dead = torch.zeros(n_latents, dtype=torch.bool, device=decoder.weight.device)
+        self._pre: Tensor | None = None
+        self._z: Tensor | None = None
+        self._last_step: int | None = None
+        self.handles = [
+            self.model.encoder.register_forward_hook(self._capture_pre),
+            decoder.register_forward_pre_hook(self._capture_z),
+        ]
+
+    def _capture_pre(self, module: nn.Module, _inputs: Any, output: Tensor) -> None:
+        if self.model.training and torch.is_grad_enabled():
+            self._pre = output
+
+    def _capture_z(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        if self.model.training and torch.is_grad_enabled():
+            self._z = inputs[0].detach()
+
+    def update_counts(self, z: Tensor) -> None:
+        """One batch of bookkeeping: latents that fired → 0, the others += B; refresh ``dead``."""
+        fired = (z > 0).flatten(0, -2).any(dim=0)
+        batch = z.flatten(0, -2).shape[0]
+        self.since_fired = torch.where(fired, torch.zeros_like(self.since_fired), self.since_fired + batch)
+        self.dead = self.since_fired > self["window"]
+
+    def extra_loss(self, ctx: LossContext) -> Tensor | None:
+        pre, z = self._pre, self._z
+        self._pre = self._z = None
+        if pre is None:
+            pre = self.model.encode_pre(ctx.batch.x)
+        if z is None:
+            with torch.no_grad():
+                z = self.model.activation(pre.detach())
+        if ctx.step != self._last_step:  # once per update (SAM runs the closure twice)
+            self.update_counts(z)
+            self._last_step = ctx.step
+        if not bool(self.dead.any()):
+            return torch.zeros((), device=pre.device, dtype=pre.dtype)
+        z_aux = aux_k_latents(pre, self.dead, self.k_aux)
+        residual = (ctx.batch.x.flatten(1) - ctx.logits.flatten(1)).detach()
+        return self["alpha"] * aux_k_loss(residual, self.model.decoder(z_aux))
