@@ -71,7 +71,7 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["sgd", "adam", "adamw", "lion", "diffgrad"] = "adam"
+    name: Literal["sgd", "adam", "adamw", "lion", "diffgrad", "muon"] = "adam"
     lr: float = Field(1e-3, gt=0, le=100)
     weight_decay: float = Field(0.0, ge=0, le=100, description="decoupled: adamw, lion; coupled: sgd, adam, diffgrad")
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -79,7 +79,8 @@ class OptimConfig(_Section):
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0, le=1)
-    schedule: Literal["constant", "cosine", "step", "warmup"] = "constant"
+    schedule: Literal["constant", "cosine", "step", "warmup", "cosine_power"] = "constant"
+    power_p: float = Field(10.0, gt=1, le=1000, description="cosine_power schedule: base p (p → 1 is cosine)")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 (any schedule)")
     step_every: int = Field(1000, ge=1, description="step schedule: decay period in steps")
     step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")

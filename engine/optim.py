@@ -1,8 +1,10 @@
 """Optimizers and learning-rate schedules.
 
 torch ships SGD, Adam and AdamW; Lion and diffGrad are not in ``torch.optim`` (2.13), so they are
-written here (a dozen lines each, following the papers' updates). Weight-decay semantics follow
-torch and are stated in the UI: coupled L2 for SGD/Adam/diffGrad, decoupled for AdamW/Lion.
+written here (a dozen lines each, following the papers' updates). Muon is ``torch.optim.Muon`` for
+the 2-D weights combined with AdamW for everything else (:class:`MuonAdamW`). Weight-decay semantics
+follow torch and are stated in the UI: coupled L2 for SGD/Adam/diffGrad, decoupled for
+AdamW/Lion/Muon.
 
 The learning rate is computed each step as ``base_lr × schedule_factor(step)`` and written into
 the optimizer's param groups, which is what makes a live change of ``optim.lr`` take effect at the
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -104,6 +107,77 @@ class DiffGrad(torch.optim.Optimizer):
         return loss
 
 
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon for 2-D weights, AdamW for every other parameter, as one optimizer (techniques §12.5).
+
+    2-D parameters (``p.ndim == 2``: linear weights, including the output layer) go to
+    ``torch.optim.Muon``:  B ← μB + G;  B̃ = G + μB (Nesterov);  O = NewtonSchulz5(B̃) with
+    (a, b, c) = (3.4445, −4.7750, 2.0315);  W ← W(1 − ηλ) − η·√max(1, rows/cols)·O
+    (torch's ``adjust_lr_fn="original"``, Keller Jordan's scaling). torch keeps B as an EMA
+    (``lerp``), i.e. (1 − μ)× the sum above; NewtonSchulz5 first divides by ‖B̃‖_F, so O is the
+    same. NS runs in bfloat16 and gives singular values ≈ 0.7–1.2, not exactly 1. Every other parameter (biases,
+    norm gains, conv kernels and other ≥3-D tensors) goes to ``torch.optim.AdamW`` unchanged.
+
+    **How the lr maps.** There is one learning rate: every param group, Muon's and AdamW's, holds
+    the same ``lr`` (and the same decoupled ``weight_decay``). ``param_groups`` is the two inner
+    optimizers' own group dicts (Muon's first, each tagged ``group["part"]`` = "muon" | "adamw"),
+    so ``set_lr``/``set_weight_decay`` — and anything else that writes ``group["lr"]`` — reach both
+    parts at the next step. Muon's effective step on a W of shape rows×cols is
+    lr·√max(1, rows/cols) per (approximately orthonormal) direction; AdamW's is ≈ lr per coordinate.
+    The reference lr is 0.02 (Muon's); AdamW on the few non-matrix parameters shares it. ``state``
+    is one dict shared with both inner optimizers (Muon: ``momentum_buffer``; AdamW: ``exp_avg``,
+    ``exp_avg_sq``, ``step``), so per-parameter inspection works as for any torch optimizer.
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.02, weight_decay: float = 0.0,
+                 momentum: float = 0.95, nesterov: bool = True, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, ns_steps: int = 5) -> None:
+        params = list(params)
+        if any(isinstance(p, dict) for p in params):
+            raise TypeError("MuonAdamW takes a flat list of parameters (it forms the groups itself)")
+        matrices = [p for p in params if p.ndim == 2]
+        others = [p for p in params if p.ndim != 2]
+        self._muon = torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                      nesterov=nesterov, ns_steps=ns_steps) if matrices else None
+        self._adamw = torch.optim.AdamW(others, lr=lr, betas=betas, eps=eps,
+                                        weight_decay=weight_decay) if others else None
+        groups: list[dict[str, Any]] = []
+        for part, inner in (("muon", self._muon), ("adamw", self._adamw)):
+            if inner is not None:
+                for group in inner.param_groups:
+                    group["part"] = part
+                groups.extend(inner.param_groups)
+        super().__init__(groups, {})  # keeps the inner optimizers' group dicts (shared, not copied)
+        self.defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov,
+                         "betas": betas, "eps": eps, "ns_steps": ns_steps}
+        self._link()
+
+    def _link(self) -> None:
+        """Point the inner optimizers at this optimizer's group dicts and state (after init or load)."""
+        n_muon = len(self._muon.param_groups) if self._muon is not None else 0
+        if self._muon is not None:
+            self._muon.param_groups = self.param_groups[:n_muon]
+            self._muon.state = self.state
+        if self._adamw is not None:
+            self._adamw.param_groups = self.param_groups[n_muon:]
+            self._adamw.state = self.state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for inner in (self._muon, self._adamw):
+            if inner is not None:
+                inner.step()
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)  # rebuilds param_groups and state: re-share them
+        self._link()
+
+
 def build_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     betas = (cfg.beta1, cfg.beta2)
     if cfg.name == "sgd":
@@ -117,6 +191,10 @@ def build_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch
         return Lion(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
     if cfg.name == "diffgrad":
         return DiffGrad(params, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "muon":
+        # μ: optim.momentum when set (> 0), else Muon's 0.95; always Nesterov (techniques §12.5).
+        return MuonAdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum or 0.95,
+                         betas=betas, eps=cfg.eps)
     raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}")
 
 
@@ -129,6 +207,13 @@ def schedule_factor(cfg: OptimConfig, step: int, total_steps: int) -> float:
         span = max(1, total_steps - warm)
         progress = min(1.0, (step - warm) / span)
         return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "cosine_power":
+        # sharpDARTS cosine power annealing: c = (1 + cos πt/T)/2, factor = min + (1 − min)(p^c − 1)/(p − 1);
+        # expm1 keeps (p^c − 1)/(p − 1) accurate as p → 1, where it tends to c (plain cosine).
+        span = max(1, total_steps - warm)
+        c = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / span)))
+        log_p = math.log(cfg.power_p)
+        return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * math.expm1(c * log_p) / math.expm1(log_p)
     if cfg.schedule == "step":
         return cfg.step_gamma ** ((step - warm) // cfg.step_every)
     return 1.0  # constant, and "warmup" after its warm-up
