@@ -111,12 +111,6 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.data).to(self.device)
         torch.manual_seed(cfg.seed + 1)  # dropout masks: global RNG, isolated from init
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        # model.train() walks every submodule through nn.Module.__setattr__ (≈ 20 µs a step on a
-        # small MLP); each step only needs it when something left a module in eval mode.
-        modules = tuple(self.model.modules())
-        self._train_mode_modules = modules if all(type(m).train is nn.Module.train for m in modules) else None
-        self.optimizer = build_optimizer(cfg.optim, self.params)
         self.total_steps = cfg.train.steps
         self.batches = Batches(self.data.n_train, cfg.train.batch_size, cfg.seed, self.device)
         self.base_lr = cfg.optim.lr
@@ -124,9 +118,16 @@ class Trainer:
         setup = Setup(model=self.model, dataset=self.data, seed=cfg.seed, total_steps=self.total_steps,
                       num_classes=self.data.num_classes, device=self.device, lr=lambda: self.lr,
                       steps_per_epoch=self.batches.per_epoch)
-        self.techniques: dict[str, Regularizer] = {
-            name: get(name)(setup, **values) for name, values in cfg.enabled_regularizers().items()
-        }
+        enabled = sorted(cfg.enabled_regularizers().items(), key=lambda item: not get(item[0]).reparametrizes)
+        self.techniques: dict[str, Regularizer] = {name: get(name)(setup, **values) for name, values in enabled}
+        # Techniques are built before the optimizer: a reparametrisation (weight_norm) changes which
+        # tensors are parameters, and the optimizer must hold the final ones.
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # model.train() walks every submodule through nn.Module.__setattr__ (≈ 20 µs a step on a
+        # small MLP); each step only needs it when something left a module in eval mode.
+        modules = tuple(self.model.modules())
+        self._train_mode_modules = modules if all(type(m).train is nn.Module.train for m in modules) else None
+        self.optimizer = build_optimizer(cfg.optim, self.params)
         chain = sorted(self.techniques.values(), key=lambda r: r.order)
         self._batch_hooks = [r for r in chain if type(r).transform_batch is not Regularizer.transform_batch]
         self._target_hooks = [r for r in chain if type(r).transform_targets is not Regularizer.transform_targets]

@@ -146,6 +146,7 @@ class Regularizer:
     wraps_step: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "reconstruction")
     conflicts: ClassVar[tuple[str, ...]] = ()  # techniques that cannot be combined with this one
+    reparametrizes: ClassVar[bool] = False  # changes which tensors are parameters: built first
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         self.setup = setup
