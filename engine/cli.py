@@ -1,4 +1,4 @@
-"""``python -m engine …``: presets, regularizers, run, list, show (design §4).
+"""``python -m engine …``: presets, regularizers, run, list, show, export (design §4).
 
 Exit codes: 0 completed, 2 bad input (one line on stderr, no traceback), 3 diverged, 1 anything
 else. Machine-readable output goes to stdout (``--json``); progress goes to stderr.
@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--store", metavar="PATH")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("export", help="a run's figures (png, svg, pdf, html), metrics.csv, or a zip bundle")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--format", dest="fmt", choices=["png", "svg", "pdf", "html", "csv", "zip"], default="png")
+    p.add_argument("--out", metavar="DIR", default="exports", help="output folder (default ./exports)")
+    p.add_argument("--store", metavar="PATH")
     return parser
 
 
@@ -187,8 +192,24 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from engine.export import ExportError, export_run
+
+    store = _open_store(args.store)
+    if store.get_run(args.run_id) is None:
+        raise ConfigError(f"RUN_ID {args.run_id!r}: no such run in {store.path}; see `python -m engine list`")
+    try:
+        paths = export_run(store, args.run_id, args.fmt, args.out)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_OTHER
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
 COMMANDS = {"presets": _cmd_presets, "regularizers": _cmd_regularizers, "run": _cmd_run,
-            "list": _cmd_list, "show": _cmd_show}
+            "list": _cmd_list, "show": _cmd_show, "export": _cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

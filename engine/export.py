@@ -1,0 +1,207 @@
+"""Headless export of a stored run: figures (png, svg, pdf, html), metrics.csv, or a zip bundle.
+
+Shares the figure builders of :mod:`engine.figures` with the app (no Streamlit import here).
+Static images go through kaleido, which drives a headless Chromium; the first export in a
+process starts kaleido's persistent sync server (a few seconds), later ones reuse it (~0.4 s).
+HTML is self-contained (plotly.js embedded), so nothing is fetched when the file is opened.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import tempfile
+import threading
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from engine import figures
+from engine.config import ConfigError
+from engine.runner import write_metrics_csv
+from engine.store import RunStore
+
+IMAGE_FORMATS = ("png", "svg", "pdf")
+FIGURE_FORMATS = (*IMAGE_FORMATS, "html")
+FORMATS = (*FIGURE_FORMATS, "csv", "zip")
+CHROMIUM_FIX = "install Chromium (Debian/Ubuntu: apt-get install chromium); html and csv export work without it"
+
+_NC = ("nc/nc1", "nc/equinorm", "nc/equiangular", "nc/max_angle", "nc/nc3", "nc/nc4")
+_ACCURACY = ("train/acc", "test/acc", "train/acc_clean", "train/acc_noisy", "noisy/memorized_frac")
+_OTHER = ("rank/effective", "units/dead_frac", "calib/ece")
+
+
+class ExportError(RuntimeError):
+    """An export that could not be produced (e.g. no Chromium for kaleido); one-line message."""
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+
+def _clean(series: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[list[int], list[float | None]]]:
+    """Metric arrays as plain lists with NaN/inf as None (a gap), so every renderer accepts them."""
+    return {name: ([int(s) for s in steps], [float(v) if math.isfinite(v) else None for v in values.tolist()])
+            for name, (steps, values) in series.items()}
+
+
+def _positive(series: Mapping[str, tuple[Any, list[float | None]]], names: tuple[str, ...]) -> bool:
+    values = [v for n in names if n in series for v in series[n][1] if v is not None]
+    return bool(values) and min(values) > 0
+
+
+def run_figures(store: RunStore, run_id: str) -> dict[str, go.Figure]:
+    """The standard figures of a run, from its stored metrics and latest artifacts.
+
+    Keys (only those with data): loss, accuracy, sharpness, trace, collapse, rank, density,
+    landscape. Raises ConfigError for an unknown run id (a unique prefix is accepted).
+    """
+    run = store.get_run(run_id)
+    if run is None:
+        raise ConfigError(f"RUN_ID {run_id!r}: no such run in {store.path}; see `python -m engine list`")
+    run_id = run["id"]
+    series = _clean(store.metrics(run_id))
+    out: dict[str, go.Figure] = {}
+    loss = ("train/loss", "test/loss")
+    if any(n in series for n in loss):
+        out["loss"] = figures.curves(series, loss, "Loss", log_y=_positive(series, loss), y_title="loss")
+    if any(n in series for n in _ACCURACY):
+        out["accuracy"] = figures.curves(series, _ACCURACY, "Accuracy", y_title="accuracy")
+    if "sharpness/top_eig" in series:
+        out["sharpness"] = figures.sharpness(series)
+    if "sharpness/trace" in series:
+        out["trace"] = figures.curves(series, ["sharpness/trace"], "Hessian trace (Hutchinson)")
+    nc = tuple(n for n in _NC if n in series)
+    if nc:
+        out["collapse"] = figures.curves(series, nc, "Neural collapse", log_y=_positive(series, nc))
+    other = [n for n in _OTHER if n in series]
+    if other:
+        out["rank"] = figures.curves(series, other, "Rank, dead units, calibration")
+    density = _latest_artifact(store, run_id, "density")
+    if density is not None and {"grid", "density"} <= density.keys():
+        out["density"] = figures.density(density["grid"].tolist(), density["density"].tolist())
+    land = _latest_artifact(store, run_id, "landscape")
+    if land is not None and {"alphas", "loss"} <= land.keys():
+        betas = land.get("betas")
+        out["landscape"] = figures.landscape(land["alphas"].tolist(), None if betas is None else betas.tolist(),
+                                             land["loss"].tolist())
+    for name, fig in out.items():
+        fig.update_layout(title={"text": f"{fig.layout.title.text or name} — {run.get('name') or run_id}"})
+    return out
+
+
+def _latest_artifact(store: RunStore, run_id: str, kind: str) -> dict[str, np.ndarray] | None:
+    arts = store.artifacts(run_id, kind)
+    for art in reversed(arts):
+        try:
+            return RunStore.load_snapshot(art["path"])
+        except (OSError, ValueError):
+            continue  # a missing/unreadable file: fall back to an older one
+    return None
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+_server_lock = threading.Lock()
+_server_started = False
+
+
+def _ensure_server() -> None:
+    """Start kaleido's persistent sync server once per process (stopped at exit)."""
+    global _server_started
+    with _server_lock:
+        if _server_started:
+            return
+        import kaleido
+
+        start = getattr(kaleido, "start_sync_server", None)
+        if start is not None:
+            start(silence_warnings=True)
+            stop = getattr(kaleido, "stop_sync_server", None)
+            if stop is not None:
+                atexit.register(stop, silence_warnings=True)
+        _server_started = True
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return (text[:200] + "…") if len(text) > 200 else (text or type(err).__name__)
+
+
+def figure_bytes(fig: go.Figure, fmt: str) -> bytes:
+    """Render one figure: png/svg/pdf through kaleido, html self-contained (plotly.js inline)."""
+    if fmt == "html":
+        return fig.to_html(include_plotlyjs=True, full_html=True).encode("utf-8")
+    if fmt not in IMAGE_FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    try:
+        _ensure_server()
+        with warnings.catch_warnings():  # plotly always passes kopts; the running server has its own
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+            return fig.to_image(format=fmt)
+    except Exception as err:
+        raise ExportError(f"{fmt} export failed ({_one_line(err)}); {CHROMIUM_FIX}") from err
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def export_run(store: RunStore, run_id: str, fmt: str, out_dir: str | Path) -> list[Path]:
+    """Write a run's export into ``out_dir``; returns the written paths.
+
+    png|svg|pdf|html: one ``<run_id>_<figure>.<fmt>`` per figure; csv: ``<run_id>_metrics.csv``
+    (``step,name,value``); zip: ``<run_id>.zip`` with config.json, metrics.csv, summary.json
+    (the run row plus final metrics) and every figure as PNG and HTML under ``figures/``.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    run = store.get_run(run_id)
+    if run is None:
+        raise ConfigError(f"RUN_ID {run_id!r}: no such run in {store.path}; see `python -m engine list`")
+    run_id = run["id"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        return [write_metrics_csv(store, run_id, out / f"{run_id}_metrics.csv")]
+    figs = run_figures(store, run_id)
+    if fmt in FIGURE_FORMATS:
+        rendered = {name: figure_bytes(fig, fmt) for name, fig in figs.items()}  # render all before writing
+        paths = []
+        for name, data in rendered.items():
+            path = out / f"{run_id}_{name}.{fmt}"
+            path.write_bytes(data)
+            paths.append(path)
+        return paths
+    # zip bundle: render everything first so a failure leaves no half-written archive
+    files: dict[str, bytes] = {}
+    for name, fig in figs.items():
+        files[f"figures/{name}.png"] = figure_bytes(fig, "png")
+        files[f"figures/{name}.html"] = figure_bytes(fig, "html")
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_bytes = write_metrics_csv(store, run_id, Path(tmp) / "metrics.csv").read_bytes()
+    summary = _json_safe({**run, "final": store.final_metrics(run_id)})
+    path = out / f"{run_id}.zip"
+    partial = path.with_suffix(".zip.part")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", json.dumps(run["config"], indent=2))
+        zf.writestr("metrics.csv", csv_bytes)
+        zf.writestr("summary.json", json.dumps(summary, indent=2, default=str))
+        for arcname, data in files.items():
+            zf.writestr(arcname, data)
+    partial.replace(path)
+    return [path]
