@@ -3,11 +3,11 @@
 Used by the Embeddings page and by export. Three methods:
 
 * **PCA** (``"pca"``) is the live view: computed for every snapshot on the calling thread (a few
-  milliseconds at 2,000 × 256: covariance eigendecomposition of the smaller side), and each frame
+  milliseconds at 2,000 × 256: top eigenvectors of the smaller Gram matrix), and each frame
   is rotated/reflected onto the previous one by orthogonal Procrustes on the shared sample ids, so
   the picture neither flips sign nor spins between frames. :class:`LivePCA` does this for a
-  stream of :class:`~engine.events.Snapshot` events (it can be a trainer subscriber: it only keeps
-  the newest snapshot there and computes when the page asks); :class:`ProjectionService` does it
+  stream of :class:`~engine.events.Snapshot` events (as a trainer subscriber: every frame on
+  arrival, its trustworthiness only when the page asks); :class:`ProjectionService` does it
   for the stored snapshots of a run (a fixed chain step 0 → 1 → …, so a frame does not depend on
   the order in which frames were looked at).
 * **UMAP** (``"umap"``, umap-learn) and **t-SNE** (``"tsne"``) are snapshot views, computed on
@@ -16,36 +16,45 @@ Used by the Embeddings page and by export. Three methods:
   disk as ``projection_<method>_<step>_<params hash>.npz`` next to the run's snapshots (read back
   with ``allow_pickle=False``).
 
-Why it is fast (the figures are from ``benchmarks/bench_projections.py``, 1,797 × 256 digits
-snapshots, 2 shared CPU cores):
+Why it is fast (figures from ``benchmarks/bench_projections.py``: 1,797 × 256 digits snapshots,
+2 CPU cores shared with other work, so absolute times vary ±2× with the load):
 
 * **PCA-50 pre-reduction** of inputs wider than 50 dimensions (distances barely change; every
-  later step gets 5× cheaper at width 256).
+  later step gets ≈ 5× cheaper at width 256).
 * **Exact k-nearest neighbours by one matrix product** (blocked, float32) handed to UMAP as
   ``precomputed_knn``. A default ``umap.UMAP()`` on fewer than 4,096 points builds the full
   distance matrix through sklearn ``pairwise_distances`` with umap's numba metric as a *Python
-  callable* — one Python call per pair, ≈ 1.6 M calls, 1.5–5 s — which is most of its run time.
+  callable* — one Python call per pair, ≈ 1.6 M calls, seconds — which is most of its run time.
 * **Warm start from the previous frame.** A later snapshot starts from the embedding of the
-  nearest earlier cached snapshot of the same run (UMAP ``init`` = those coordinates with
-  ``warm_epochs`` = 150 instead of 500 epochs and no spectral initialisation; t-SNE
-  initialised with them, no early exaggeration, ``warm_iters`` = 250 iterations), then aligned to
-  it by Procrustes — so the animation over steps is coherent and each frame costs a fraction of
-  a cold one. Warm frames stay within 0.01 trustworthiness of a cold default fit.
-* **umap is imported lazily** (its first import compiles numba code for ≈ 23 s), and
-  :func:`warm_up` compiles it in a daemon thread before anyone asks. ``NUMBA_CACHE_DIR`` is set
-  (when not already set) to ``<user cache>/regularization-lab/numba`` before umap is imported,
-  so compiled code is reused across restarts (``import umap`` then takes ≈ 3 s).
+  nearest earlier cached snapshot of the same run (UMAP ``init`` = those coordinates and
+  ``warm_epochs`` = 150 epochs instead of 500 after a spectral initialisation; t-SNE initialised
+  with them, no early exaggeration, ``warm_iters`` = 250 iterations), then Procrustes-aligned to
+  it — so the animation over steps is coherent and a frame costs a fraction of a cold one.
+  Measured: a repeat UMAP frame through :class:`ProjectionService` (snapshot read to ``.npz``
+  write, trustworthiness included) takes 0.6–1.1 s against 2.8–9 s for a default
+  ``umap.UMAP().fit_transform`` (4.5–10.6× faster, median per run), with trustworthiness 0.988 vs
+  0.989.
+* **One BLAS thread** for all of it (:func:`single_blas_thread`): OpenBLAS threads spin-waiting
+  on a small shared machine made a 256 × 256 eigendecomposition 10–20× slower.
+* **umap is imported lazily** (its first import compiles numba code for ≈ 20 s), and
+  :func:`warm_up` compiles our code path in a daemon thread before anyone asks (numba holds the
+  GIL while it compiles, so other Python work in the process slows down for those seconds).
+  ``NUMBA_CACHE_DIR`` is set (when not already set) to ``<user cache>/regularization-lab/numba``
+  before umap is imported, so compiled code is reused across restarts (the UMAP unit test takes
+  20 s with an empty cache directory, 8 s with a filled one).
 
-t-SNE backend: openTSNE is ≈ 2.7× faster than scikit-learn for a cold fit at 1,797 points
-(4.1 s vs 11.3 s median, one thread), but scikit-learn's Barnes–Hut is faster for the short warm
-runs (0.8 s vs 1.4 s for 250 iterations; openTSNE's FFT gradients are slower still there because
-their grid grows with the span of a converged embedding). ``backend="auto"`` therefore uses
-openTSNE for cold fits when it is installed and scikit-learn for warm ones; ``"sklearn"`` and
-``"opentsne"`` force one library.
+t-SNE backend — measured, one thread, interleaved: a cold fit with openTSNE (default schedule,
+exact neighbours) takes 3.8–4.2 s against 5.3–11.3 s for scikit-learn ``TSNE(init="pca")``
+(1.4–2.7× faster), same trustworthiness (0.995). For the 250-iteration warm runs scikit-learn's
+Barnes–Hut is as fast or faster (0.83 s vs 1.31 s in a fresh process, 1.35 s vs 1.32 s in one
+that has run umap; openTSNE's default FFT gradients are far slower there, ≈ 11 s, because their
+grid grows with the span of a converged embedding, so its warm path uses Barnes–Hut).
+``backend="auto"`` therefore uses openTSNE for cold fits when it is installed and scikit-learn
+for warm ones; ``"sklearn"`` and ``"opentsne"`` force one library.
 
 **Quality number.** Every :class:`Projection` carries ``sklearn.manifold.trustworthiness`` at
 k = 10 of the 2-D coordinates against the snapshot's original features. It is exact up to
-:data:`TRUST_MAX_POINTS` = 2,000 points (the probe size, ≈ 75 ms at 1,797 points); larger inputs
+:data:`TRUST_MAX_POINTS` = 2,000 points (the probe size, 0.1–0.2 s at 1,797 points); larger inputs
 are scored on a fixed seeded subsample of 2,000 points (neighbours are then looked up within the
 subsample, which makes the number slightly coarser-scaled but comparable across frames and
 methods of the same run, since the subsample depends only on n).
@@ -71,7 +80,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +107,7 @@ __all__ = [
     "pca_coords",
     "pre_reduce",
     "projection_csv",
+    "single_blas_thread",
     "trustworthiness",
     "tsne_embed",
     "umap_embed",
@@ -171,28 +181,55 @@ def _as_matrix(features: Any) -> np.ndarray:
     return x
 
 
+@contextlib.contextmanager
+def single_blas_thread() -> Any:
+    """Run NumPy/SciPy BLAS on one thread inside the block (threadpoolctl, a scikit-learn dependency).
+
+    On a small shared machine OpenBLAS's worker threads spin-wait on each other and on other
+    processes: measured on 2 contended cores, a 256 × 256 ``eigh`` takes 70–230 ms with 2 BLAS
+    threads and 5–15 ms with one. The limit is process-wide while the block runs (harmless: the
+    trainer's torch keeps its own thread pool).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn always brings it
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+def _top_eigh(gram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Largest ``k`` eigenpairs of a symmetric matrix, descending (LAPACK syevr on a subset)."""
+    import scipy.linalg
+
+    m = len(gram)
+    w, v = scipy.linalg.eigh(gram, subset_by_index=[m - k, m - 1], check_finite=False)
+    return w[::-1], v[:, ::-1]
+
+
 def pca_coords(features: Any, n_components: int = 2) -> np.ndarray:
     """Top principal-component scores (n × n_components, float64) of centred ``features``.
 
-    Eigendecomposition of the smaller Gram matrix (d × d covariance when d ≤ n, else n × n), with
-    the product in float32 and the eigensolver in float64: ≈ 5–10 ms at 2,000 × 256. Components
-    are ordered by variance; their sign is arbitrary (see :func:`align_procrustes`). Missing
-    components (rank < n_components) are zero columns.
+    Top eigenpairs of the smaller Gram matrix (d × d covariance when d ≤ n, else n × n), with the
+    product in float32 and the eigensolver in float64, on one BLAS thread: ≈ 5 ms at 1,797 × 256.
+    Components are ordered by variance; their sign is arbitrary (see :func:`align_procrustes`).
+    Missing components (rank < n_components) are zero columns.
     """
     x = _as_matrix(features).astype(np.float32, copy=False)
     n, d = x.shape
-    x = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
     k = min(n_components, n, d)
     out = np.zeros((n, n_components))
     if k == 0:
         return out
-    if d <= n:
-        w, v = np.linalg.eigh((x.T @ x).astype(np.float64))
-        comps = v[:, ::-1][:, :k]
-        out[:, :k] = x.astype(np.float64) @ comps
-    else:
-        w, u = np.linalg.eigh((x @ x.T).astype(np.float64))
-        out[:, :k] = u[:, ::-1][:, :k] * np.sqrt(np.clip(w[::-1][:k], 0, None))
+    with single_blas_thread():
+        x = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        if d <= n:
+            _, comps = _top_eigh((x.T @ x).astype(np.float64), k)
+            out[:, :k] = x.astype(np.float64) @ comps
+        else:
+            w, u = _top_eigh((x @ x.T).astype(np.float64), k)
+            out[:, :k] = u * np.sqrt(np.clip(w, 0, None))
     return out
 
 
@@ -250,6 +287,13 @@ def exact_knn(x: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.
     sq = np.einsum("ij,ij->i", x, x)
     indices = np.empty((n, k), dtype=np.int64)
     dists = np.empty((n, k), dtype=np.float32)
+    with single_blas_thread():
+        return _knn_blocks(x, sq, k, block, indices, dists)
+
+
+def _knn_blocks(x: np.ndarray, sq: np.ndarray, k: int, block: int, indices: np.ndarray,
+                dists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = len(x)
     for start in range(0, n, block):
         stop = min(start + block, n)
         d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
@@ -288,7 +332,8 @@ def trustworthiness(features: Any, coords: np.ndarray, k: int = TRUST_K,
     x, y = x[ok], y[ok]
     if len(x) < 3 or k >= len(x) / 2:
         return math.nan
-    return float(sk_trustworthiness(x.astype(np.float64), y.astype(np.float64), n_neighbors=k))
+    with single_blas_thread():
+        return float(sk_trustworthiness(x.astype(np.float64), y.astype(np.float64), n_neighbors=k))
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,16 +487,21 @@ def tsne_embed(x: np.ndarray, *, perplexity: float = 30.0, seed: int = 0, init: 
 
 def embed(method: str, features: Any, params: Mapping[str, Any] | None = None,
           init: np.ndarray | None = None) -> np.ndarray:
-    """2-D coordinates (n × 2 float64) of ``features`` by ``method`` — the computation, uncached."""
+    """2-D coordinates (n × 2 float64) of ``features`` by ``method`` — the computation, uncached.
+
+    Runs with BLAS on one thread (see :func:`single_blas_thread`); ``init`` = previous coordinates
+    in the same row order for a warm start (UMAP / t-SNE only).
+    """
     p = normalize_params(method, params)
     if method == "pca":
         return pca_coords(features)
-    x = pre_reduce(features, p["pca_dims"])
-    if method == "umap":
-        return umap_embed(x, n_neighbors=p["n_neighbors"], min_dist=p["min_dist"], seed=p["seed"], init=init,
-                          n_epochs=None if init is None else p["warm_epochs"])
-    return tsne_embed(x, perplexity=p["perplexity"], seed=p["seed"], init=init, warm_iters=p["warm_iters"],
-                      backend=p["backend"])
+    with single_blas_thread():
+        x = pre_reduce(features, p["pca_dims"])
+        if method == "umap":
+            return umap_embed(x, n_neighbors=p["n_neighbors"], min_dist=p["min_dist"], seed=p["seed"], init=init,
+                              n_epochs=None if init is None else p["warm_epochs"])
+        return tsne_embed(x, perplexity=p["perplexity"], seed=p["seed"], init=init, warm_iters=p["warm_iters"],
+                          backend=p["backend"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,43 +601,55 @@ def projection_csv(projection: Projection, snapshot: Snapshot | Mapping[str, np.
 class LivePCA:
     """PCA of a stream of snapshots, each frame Procrustes-aligned to the previous one.
 
-    ``update(snapshot)`` computes a frame now (≈ 10 ms at 2,000 × 256, plus ≈ 75 ms for the
-    trustworthiness when ``quality``). As a trainer subscriber (``trainer.run(live_pca)``) it only
-    keeps the newest snapshot — nothing is computed on the training thread — and ``latest()``
-    computes the frame when the page polls (skipped snapshots are simply not drawn; the next frame
-    aligns to the last one drawn). Thread-safe.
+    Use it as a trainer subscriber (``trainer.run(..., live_pca)`` or ``execute(cfg, store,
+    live_pca)``): every :class:`~engine.events.Snapshot` gets its aligned PCA frame on arrival
+    (≈ 5 ms at 1,797 × 256 — less than taking the snapshot), so consecutive frames are aligned to
+    each other whatever the page's refresh rate. The trustworthiness (0.1–0.2 s at 1,797 points) is
+    *not* computed on the training thread: :meth:`latest` adds it when the page asks, once per
+    frame. :meth:`update` computes a frame directly (with quality when ``quality``). The last
+    ``max_frames`` frames are kept for animation (:meth:`frames`). Thread-safe.
     """
 
-    def __init__(self, run_id: str | None = None, quality: bool = True) -> None:
+    def __init__(self, run_id: str | None = None, quality: bool = True, max_frames: int = 256) -> None:
         self.run_id = run_id
         self.quality = quality
         self._lock = threading.Lock()
-        self._pending: Snapshot | Mapping[str, np.ndarray] | None = None
+        self._frames: OrderedDict[int, Projection] = OrderedDict()
+        self._max_frames = max(1, max_frames)
         self._latest: Projection | None = None
+        self._latest_features: np.ndarray | None = None
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Snapshot):
             with self._lock:
-                self._pending = event
+                self._update(event, None, quality=False)
 
     def update(self, snapshot: Snapshot | Mapping[str, np.ndarray], step: int | None = None) -> Projection:
         """The aligned PCA frame of ``snapshot`` (which becomes the reference for the next one)."""
         with self._lock:
-            return self._update(snapshot, step)
+            return self._update(snapshot, step, quality=self.quality)
 
     def latest(self) -> Projection | None:
-        """The newest frame, computing it first if a snapshot arrived since the last call."""
+        """The newest frame, with its trustworthiness (computed here on first request) when ``quality``."""
         with self._lock:
-            if self._pending is not None:
-                pending, self._pending = self._pending, None
-                self._update(pending, None)
-            return self._latest
+            frame = self._latest
+            if frame is not None and self.quality and math.isnan(frame.trustworthiness) \
+                    and self._latest_features is not None:
+                frame = replace(frame, trustworthiness=trustworthiness(self._latest_features, frame.coords))
+                self._latest = self._frames[frame.step] = frame
+            return frame
+
+    def frames(self) -> list[Projection]:
+        """The kept frames, oldest first (trustworthiness NaN where it was never asked for)."""
+        with self._lock:
+            return list(self._frames.values())
 
     def reset(self) -> None:
         with self._lock:
-            self._pending = self._latest = None
+            self._frames.clear()
+            self._latest = self._latest_features = None
 
-    def _update(self, snapshot: Snapshot | Mapping[str, np.ndarray], step: int | None) -> Projection:
+    def _update(self, snapshot: Snapshot | Mapping[str, np.ndarray], step: int | None, quality: bool) -> Projection:
         features, _, flags = _snapshot_parts(snapshot)
         if step is None:
             step = int(snapshot.step) if isinstance(snapshot, Snapshot) else int(np.asarray(snapshot.get("step", 0)))
@@ -597,9 +659,14 @@ class LivePCA:
         prev = self._latest
         if prev is not None:
             coords = align_procrustes(coords, prev.coords, index, prev.index, translate=False)
-        tw = trustworthiness(features, coords) if self.quality else math.nan
-        self._latest = Projection(self.run_id, step, "pca", {}, coords, index, tw, time.perf_counter() - t0)
-        return self._latest
+        tw = trustworthiness(features, coords) if quality else math.nan
+        frame = Projection(self.run_id, step, "pca", {}, coords, index, tw, time.perf_counter() - t0)
+        self._latest, self._latest_features = frame, features
+        self._frames[step] = frame
+        self._frames.move_to_end(step)
+        while len(self._frames) > self._max_frames:
+            self._frames.popitem(last=False)
+        return frame
 
 
 # --------------------------------------------------------------------------------------------

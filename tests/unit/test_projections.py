@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -134,16 +135,20 @@ def test_pca_alignment_keeps_frames_of_a_slowly_changing_cloud_close() -> None:
             assert np.corrcoef(aligned[t][:, axis], aligned[t - 1][:, axis])[0, 1] > 0.99
 
 
-def test_live_pca_as_subscriber_computes_only_when_polled() -> None:
+def test_live_pca_as_subscriber_aligns_every_snapshot_and_scores_on_request() -> None:
     x, labels = blobs(120, dim=10)
     live = P.LivePCA(run_id="r1")
     assert live.latest() is None
     live(Snapshot(step=5, features=x, labels=labels, flags={"index": np.arange(120)}))
-    live(Snapshot(step=10, features=x * 1.01, labels=labels, flags={"index": np.arange(120)}))
+    live(Snapshot(step=10, features=-x * 1.01, labels=labels, flags={"index": np.arange(120)}))
+    frames = live.frames()
+    assert [f.step for f in frames] == [5, 10]
+    assert all(math.isnan(f.trustworthiness) for f in frames)  # nothing slow on the training thread
+    assert np.allclose(frames[1].coords, frames[0].coords * 1.01)  # the sign flip of -x is undone
     frame = live.latest()
     assert frame is not None and frame.step == 10 and frame.method == "pca" and frame.coords.shape == (120, 2)
     assert frame.trustworthiness > 0.9
-    assert live.latest() is frame  # nothing new: no recomputation
+    assert live.latest() is frame  # scored once
 
 
 # --------------------------------------------------------------------------------------------
