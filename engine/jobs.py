@@ -81,7 +81,8 @@ class Job:
         if self.store is not None:
             from engine.runner import execute
 
-            self.run_id, _ = execute(self.cfg, self.store, self._on_event, trainer=self.trainer)
+            execute(self.cfg, self.store, self._on_event, trainer=self.trainer,
+                    on_created=lambda run_id: setattr(self, "run_id", run_id))
         else:
             self.trainer.run(self._on_event)
 

@@ -57,11 +57,16 @@ class StoreRecorder:
 
 
 def execute(cfg: RunConfig, store: RunStore, *subscribers: Callable[[Event], Any],
-            trainer: Trainer | None = None) -> tuple[str, RunResult]:
-    """Create the run in the store, train it, record everything; returns (run_id, result)."""
+            trainer: Trainer | None = None, on_created: Callable[[str], Any] | None = None) -> tuple[str, RunResult]:
+    """Create the run in the store, train it, record everything; returns (run_id, result).
+
+    ``on_created(run_id)`` is called before training starts (the UI needs the id of a live run).
+    """
     trainer = trainer or build_trainer(cfg)
     run_id = store.create_run(cfg.to_dict(), name=cfg.name, preset=cfg.preset, device=str(trainer.device),
                               seed=cfg.seed, versions=versions())
+    if on_created is not None:
+        on_created(run_id)
     recorder = StoreRecorder(store, run_id)
     try:
         result = trainer.run(recorder, *subscribers)

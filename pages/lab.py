@@ -48,6 +48,8 @@ with st.sidebar:
 
 try:
     data = apply_overrides(preset_config(preset_id), [f"train.steps={steps}"])
+    if not data["train"].get("snapshot_every"):  # feed the Embeddings page: ~20 snapshots a run
+        data["train"]["snapshot_every"] = max(1, int(steps) // 20)
     data["regularizers"] = regs
     cfg = validate(data)
     config_error = None

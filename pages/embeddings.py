@@ -1,0 +1,97 @@
+"""Embeddings page: penultimate features over training — PCA live, UMAP / t-SNE in the background."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine.projections import ProjectionService, projection_csv
+from pages.common import job_holder, run_store
+
+
+@st.cache_resource(show_spinner=False)
+def projection_service() -> ProjectionService:
+    return ProjectionService(run_store())
+
+
+def scatter(coords: np.ndarray, snapshot: dict[str, np.ndarray], index: np.ndarray, colour: str, title: str
+            ) -> go.Figure:
+    labels = snapshot["labels"]
+    given = labels
+    true = snapshot.get("flag_true_label", labels)
+    pred = snapshot.get("flag_pred", np.full(len(labels), -1))
+    if colour == "noisy / clean label" and "flag_is_noisy" in snapshot:
+        groups = np.where(snapshot["flag_is_noisy"], "noisy label", "clean label")
+    elif colour == "correct / wrong" and "flag_correct" in snapshot:
+        groups = np.where(snapshot["flag_correct"], "correct", "wrong")
+    else:
+        groups = np.asarray([f"class {c}" for c in true])
+    hover = [f"index {i}<br>label {t}<br>given label {g}<br>prediction {p}"
+             for i, t, g, p in zip(index, true, given, pred, strict=True)]
+    fig = go.Figure()
+    for group in sorted(set(groups.tolist())):
+        rows = groups == group
+        fig.add_trace(go.Scattergl(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=group,
+                                   marker={"size": 5}, text=[h for h, r in zip(hover, rows, strict=True) if r],
+                                   hoverinfo="text"))
+    fig.update_layout(title=title, template="plotly_white", height=560, xaxis_title="dim 1", yaxis_title="dim 2")
+    return fig
+
+
+st.title("Embeddings")
+st.caption("Penultimate-layer features of a fixed, class-stratified probe set (≤ 2,000 training examples), "
+           "eval mode. PCA frames are aligned to the previous one; UMAP and t-SNE run in the background and "
+           "start from the previous frame's layout.")
+
+store = run_store()
+job = job_holder().job
+runs = [r for r in store.list_runs(limit=200) if store.artifacts(r["id"], kind="snapshot")]
+live_id = job.run_id if job is not None else None
+ids = [r["id"] for r in runs]
+if live_id and live_id not in ids:
+    ids.insert(0, live_id)
+if not ids:
+    st.info("No run has feature snapshots yet: start one on the Lab page (it records ~20 snapshots a run).")
+    st.stop()
+run_id = st.selectbox("Run", ids, index=ids.index(live_id) if live_id in ids else 0, key="emb:run")
+method = st.radio("Projection", ["pca", "umap", "tsne"], horizontal=True, key="emb:method",
+                  format_func={"pca": "PCA (live)", "umap": "UMAP", "tsne": "t-SNE"}.get)
+colour = st.radio("Colour by", ["class", "noisy / clean label", "correct / wrong"], horizontal=True,
+                  key="emb:colour")
+play = st.toggle("Play", key="emb:play")
+
+
+@st.fragment(run_every=0.5)
+def frame() -> None:
+    service = projection_service()
+    steps = service.steps(run_id, refresh=True)
+    if not steps:
+        st.info("Waiting for the first snapshot…")
+        return
+    state = st.session_state
+    if state.get("emb:step") not in steps:
+        state["emb:step"] = steps[-1]
+    elif play:
+        state["emb:step"] = steps[(steps.index(state["emb:step"]) + 1) % len(steps)]
+    step = st.select_slider("Snapshot step", options=steps, key="emb:step")
+    handle = service.submit(run_id, step, method)
+    if not handle.done():
+        st.info(f"Computing {method.upper()} for step {step} in the background ({handle.status})…")
+        return
+    if handle.error is not None:
+        st.error(f"{method} failed: {handle.error}")
+        return
+    projection = handle.result()
+    snapshot = service.snapshot(run_id, step)
+    index = snapshot.get("flag_index", np.arange(len(snapshot["labels"])))
+    st.plotly_chart(scatter(projection.coords, snapshot, index, colour, f"{method.upper()} — step {step}"),
+                    key="emb:plot")
+    st.caption(f"trustworthiness (k = 10): {projection.trustworthiness:.3f} · computed in "
+               f"{projection.seconds:.2f} s" + (f" · initialised from step {projection.init_step}"
+                                                 if projection.init_step is not None else ""))
+    st.download_button("Coordinates (CSV)", projection_csv(projection, snapshot),
+                       file_name=f"{run_id}_{method}_{step}.csv", mime="text/csv", key="emb:csv")
+
+
+frame()
