@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 
 Series = Mapping[str, tuple[Sequence[int], Sequence[float]]]
@@ -68,4 +69,29 @@ def landscape(alphas: Sequence[float], betas: Sequence[float] | None, loss: Sequ
         fig = go.Figure(go.Contour(x=list(alphas), y=list(betas), z=loss, colorscale="Viridis"))
         fig.update_layout(xaxis_title="α", yaxis_title="β")
     fig.update_layout(title=title, template="plotly_white")
+    return fig
+
+
+def embedding(coords: np.ndarray, snapshot: dict[str, np.ndarray], index: np.ndarray, colour: str, title: str
+              ) -> go.Figure:
+    """2-D projection of a snapshot, one trace per colour group, hover = index/label/given/prediction."""
+    labels = snapshot["labels"]
+    given = labels
+    true = snapshot.get("flag_true_label", labels)
+    pred = snapshot.get("flag_pred", np.full(len(labels), -1))
+    if colour == "noisy / clean label" and "flag_is_noisy" in snapshot:
+        groups = np.where(snapshot["flag_is_noisy"], "noisy label", "clean label")
+    elif colour == "correct / wrong" and "flag_correct" in snapshot:
+        groups = np.where(snapshot["flag_correct"], "correct", "wrong")
+    else:
+        groups = np.asarray([f"class {c}" for c in true])
+    hover = [f"index {i}<br>label {t}<br>given label {g}<br>prediction {p}"
+             for i, t, g, p in zip(index, true, given, pred, strict=True)]
+    fig = go.Figure()
+    for group in sorted(set(groups.tolist())):
+        rows = groups == group
+        fig.add_trace(go.Scattergl(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=group,
+                                   marker={"size": 5}, text=[h for h, r in zip(hover, rows, strict=True) if r],
+                                   hoverinfo="text"))
+    fig.update_layout(title=title, template="plotly_white", height=560, xaxis_title="dim 1", yaxis_title="dim 2")
     return fig

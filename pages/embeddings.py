@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
+from engine import figures
 from engine.projections import ProjectionService, projection_csv
 from pages.common import job_holder, run_store
 
@@ -13,30 +13,6 @@ from pages.common import job_holder, run_store
 @st.cache_resource(show_spinner=False)
 def projection_service() -> ProjectionService:
     return ProjectionService(run_store())
-
-
-def scatter(coords: np.ndarray, snapshot: dict[str, np.ndarray], index: np.ndarray, colour: str, title: str
-            ) -> go.Figure:
-    labels = snapshot["labels"]
-    given = labels
-    true = snapshot.get("flag_true_label", labels)
-    pred = snapshot.get("flag_pred", np.full(len(labels), -1))
-    if colour == "noisy / clean label" and "flag_is_noisy" in snapshot:
-        groups = np.where(snapshot["flag_is_noisy"], "noisy label", "clean label")
-    elif colour == "correct / wrong" and "flag_correct" in snapshot:
-        groups = np.where(snapshot["flag_correct"], "correct", "wrong")
-    else:
-        groups = np.asarray([f"class {c}" for c in true])
-    hover = [f"index {i}<br>label {t}<br>given label {g}<br>prediction {p}"
-             for i, t, g, p in zip(index, true, given, pred, strict=True)]
-    fig = go.Figure()
-    for group in sorted(set(groups.tolist())):
-        rows = groups == group
-        fig.add_trace(go.Scattergl(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=group,
-                                   marker={"size": 5}, text=[h for h, r in zip(hover, rows, strict=True) if r],
-                                   hoverinfo="text"))
-    fig.update_layout(title=title, template="plotly_white", height=560, xaxis_title="dim 1", yaxis_title="dim 2")
-    return fig
 
 
 st.title("Embeddings")
@@ -85,7 +61,7 @@ def frame() -> None:
     projection = handle.result()
     snapshot = service.snapshot(run_id, step)
     index = snapshot.get("flag_index", np.arange(len(snapshot["labels"])))
-    st.plotly_chart(scatter(projection.coords, snapshot, index, colour, f"{method.upper()} — step {step}"),
+    st.plotly_chart(figures.embedding(projection.coords, snapshot, index, colour, f"{method.upper()} — step {step}"),
                     key="emb:plot")
     st.caption(f"trustworthiness (k = 10): {projection.trustworthiness:.3f} · computed in "
                f"{projection.seconds:.2f} s" + (f" · initialised from step {projection.init_step}"
