@@ -16,7 +16,7 @@ class JobHolder:
 
     def stop(self) -> None:
         if self.job is not None:
-            self.job.stop()
+            self.job.stop(wait=2.0)  # the trainer stops before its next step: no thread outlives the session
 
 
 @st.cache_resource(scope="session", on_release=lambda holder: holder.stop(), show_spinner=False)

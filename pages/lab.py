@@ -72,6 +72,20 @@ if cols[3].button("Stop", disabled=job is None or job.done):
     job.stop()
 if config_error:
     st.error(config_error)
+if job is not None and not job.done:
+    with st.form("live"):
+        st.caption("Change while training (applied at the next step)")
+        live_cols = st.columns(2)
+        live_lr = live_cols[0].number_input("optim.lr", value=float(job.trainer.base_lr), format="%g", key="live:lr")
+        live_wd = live_cols[1].number_input("optim.weight_decay", value=float(job.cfg.optim.weight_decay),
+                                            format="%g", key="live:wd")
+        if st.form_submit_button("Apply"):
+            try:
+                job.set("optim.lr", live_lr)
+                if live_wd != job.cfg.optim.weight_decay:
+                    job.set("optim.weight_decay", live_wd)
+            except ConfigError as err:
+                st.error(str(err))
 
 
 @st.fragment(run_every=0.5)

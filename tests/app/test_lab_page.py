@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 pytestmark = pytest.mark.app
+
+
+@pytest.fixture(autouse=True)
+def fresh_session() -> Iterator[None]:
+    """Every AppTest shares one session id: release the cached store and job (stopping it) around each test."""
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
 
 
 def test_lab_renders_and_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,3 +78,28 @@ def test_diagnostics_page_shows_sharpness_and_on_demand_density(tmp_path: Path,
     at.button(key="measure:density").click().run()
     _wait(at, lambda a: len(a.get("plotly_chart")) > charts_before)
     assert not at.exception
+
+
+def test_live_lr_change_reaches_the_running_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.sidebar.selectbox[0].set_value("noisy-labels").run()
+    at.sidebar.number_input[0].set_value(100_000).run()
+    at.button[0].click().run()
+    at.number_input(key="live:lr").set_value(0.0)
+    at.button(key="FormSubmitter:live-Apply").click().run()
+    assert "optim.lr" in at.error[0].value  # lr 0 is refused with a one-line message
+    at.number_input(key="live:lr").set_value(0.0042)
+    at.button(key="FormSubmitter:live-Apply").click().run()
+    _wait(at, lambda a: "lr" in _job_series(a) and _job_series(a)["lr"][1][-1] == pytest.approx(0.0042))
+    at.button[3].click().run()  # Stop
+    _wait(at, lambda a: any("stopped" in (p.proto.text or "") for p in a.get("progress")))
+
+
+def _job_series(at: AppTest) -> dict:
+    """Recorded ``lr`` of the newest run, read back from the store (flushed every 0.5 s)."""
+    from engine.store import RunStore
+
+    store = RunStore()
+    runs = store.list_runs(limit=1)
+    return store.metrics(runs[0]["id"], names=["lr"]) if runs else {}
