@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -32,3 +34,25 @@ def soft_targets(batch: Batch, num_classes: int) -> Tensor:
     if batch.y_soft is not None:
         return batch.y_soft
     return F.one_hot(batch.y.long(), num_classes).to(torch.get_default_dtype())
+
+
+def refuse_unmixable(who: str, tokens: bool, few_labels: bool) -> None:
+    """Input-mixing techniques (mixup, RegMixup) cannot mix integer tokens, and in a few-label run
+    they would mix the hidden labels of unlabelled rows into the targets."""
+    if tokens:
+        raise ValueError(f"regularizers.{who}: token inputs cannot be mixed; "
+                         f"use data.encoding=onehot or disable {who}")
+    if few_labels:
+        raise ValueError(f"regularizers.{who}: a few-label run would mix in the hidden labels of unlabelled "
+                         f"examples; set data.n_labeled=0 or disable {who}")
+
+
+def refuse_unmixable_config(who: str, cfg: Any) -> None:
+    refuse_unmixable(who, cfg.data.encoding == "tokens" and cfg.data.name == "modular", bool(cfg.data.n_labeled))
+
+
+def refuse_unmixable_data(who: str, setup: Setup) -> None:
+    """The same refusal at build time, from the dataset itself (defence in depth)."""
+    x_train = getattr(setup.dataset, "x_train", None)
+    tokens = x_train is not None and not torch.is_floating_point(x_train)
+    refuse_unmixable(who, tokens, getattr(setup.dataset, "labeled", None) is not None)

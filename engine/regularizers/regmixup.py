@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.regularizers._common import class_count, soft_targets
+from engine.regularizers._common import class_count, refuse_unmixable_config, refuse_unmixable_data, soft_targets
 from engine.regularizers.base import Batch, LossContext, Param, Regularizer, Setup, register
 
 
@@ -48,23 +48,12 @@ class RegMixup(Regularizer):
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        if cfg.data.encoding == "tokens" and cfg.data.name == "modular":
-            raise ValueError("regularizers.regmixup: token inputs cannot be mixed; "
-                             "use data.encoding=onehot or disable regmixup")
-        if cfg.data.n_labeled:
-            raise ValueError("regularizers.regmixup: a few-label run would mix in the hidden labels of unlabelled "
-                             "examples; set data.n_labeled=0 or disable regmixup")
+        refuse_unmixable_config(cls.name, cfg)
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)
         self.num_classes = class_count(setup, self.name)
-        x_train = getattr(setup.dataset, "x_train", None)
-        if x_train is not None and not torch.is_floating_point(x_train):
-            raise ValueError("regularizers.regmixup: inputs are integer tokens and cannot be mixed; "
-                             "use data.encoding=onehot or disable regmixup")
-        if getattr(setup.dataset, "labeled", None) is not None:
-            raise ValueError("regularizers.regmixup: a few-label run would mix in the hidden labels of unlabelled "
-                             "examples; set data.n_labeled=0 or disable regmixup")
+        refuse_unmixable_data(self.name, setup)
         self._rng = np.random.default_rng(self.generator.initial_seed())
         self.mixed: tuple[Tensor, Tensor] | None = None  # (x̃, ỹ) of the current update
         self.last_lam: float | None = None
