@@ -6,10 +6,12 @@ import csv
 import io
 import json
 import math
+import tempfile
 import time
 
 import streamlit as st
 
+from engine.export import export_run
 from engine.store import StoreError
 from pages.common import run_store
 
@@ -64,11 +66,19 @@ with right:
     else:
         st.caption("No metrics recorded.")
 
-dl = st.columns(2)
+def bundle_zip(run_id: str) -> bytes:
+    """Config, metrics and every figure (PNG + HTML) as one zip, built only when clicked (kaleido)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return export_run(store, run_id, "zip", tmp)[0].read_bytes()
+
+
+dl = st.columns(3)
 dl[0].download_button("Download metrics CSV", data=lambda: metrics_csv(run_id), file_name=f"{run_id}_metrics.csv",
                       mime="text/csv", key="runs:csv", on_click="ignore")
 dl[1].download_button("Download config JSON", data=json.dumps(run["config"], indent=2),
                       file_name=f"{run_id}_config.json", mime="application/json", key="runs:json", on_click="ignore")
+dl[2].download_button("Download bundle (zip)", data=lambda: bundle_zip(run_id), file_name=f"{run_id}.zip",
+                      mime="application/zip", key="runs:zip", on_click="ignore")
 
 st.subheader("Manage")
 new_name = st.text_input("Name", value=run["name"] or "", key=f"runs:name:{run_id}")

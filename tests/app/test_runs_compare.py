@@ -55,7 +55,7 @@ def test_runs_page_lists_renames_and_deletes(store: RunStore) -> None:
     assert sorted(table["id"]) == sorted([alpha, beta])
     assert set(table["name"]) == {"alpha", "beta"}
     assert set(table["status"]) == {"completed"}
-    assert len(at.get("download_button")) == 2
+    assert len(at.get("download_button")) == 3
 
     at.selectbox(key="runs:selected").set_value(alpha).run()
     at.text_input(key=f"runs:name:{alpha}").input("alpha-renamed").run()
