@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from engine.regularizers._features import PenultimateFeatures
 from engine.regularizers._ssl import gaussian_view, private_rng
 from engine.regularizers.base import LossContext, Param, Regularizer, Setup, register
-from engine.regularizers.center_loss import PenultimateFeatures
 
 
 def align_loss(z: Tensor, z_pos: Tensor, alpha: float = 2.0) -> Tensor:

@@ -5,38 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from engine.regularizers._common import class_count
+from engine.regularizers._features import PenultimateFeatures
 from engine.regularizers.base import Batch, LossContext, Param, Regularizer, Setup, register
-from engine.regularizers.nested_dropout import feature_slot
-
-
-class PenultimateFeatures:
-    """The batch's penultimate features z (as VICReg gets them; see ``vicreg.py``).
-
-    ``ctx.features`` when the trainer provides it; else the input of the dropout slot feeding the
-    readout, captured by a forward pre-hook during the training forward (free); else — no such
-    slot, or the captured tensor does not match the batch (another technique's extra forward
-    overwrote it) — one extra ``model.features(batch.x)`` forward.
-    """
-
-    def __init__(self, model: nn.Module, x_train: Tensor | None) -> None:
-        self.slot = feature_slot(model, x_train)
-        self.captured: Tensor | None = None
-        self.handle = self.slot.register_forward_pre_hook(self._capture, prepend=True) if self.slot else None
-
-    def _capture(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-        if module.training and torch.is_grad_enabled():
-            self.captured = inputs[0]
-
-    def __call__(self, ctx: LossContext) -> Tensor:
-        z, self.captured = self.captured, None
-        if ctx.features is not None:
-            return ctx.features
-        if z is not None and z.shape[0] == ctx.batch.x.shape[0]:
-            return z
-        return ctx.model.features(ctx.batch.x)
 
 
 def labelled_rows(batch: Batch) -> Tensor:

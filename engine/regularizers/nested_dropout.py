@@ -8,32 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from engine.regularizers._features import feature_slot
 from engine.regularizers.base import Param, Regularizer, Setup, register
-
-
-def feature_slot(model: nn.Module, x: Tensor | None) -> nn.Dropout | None:
-    """The dropout slot whose input *is* the model's penultimate features (``features(x)``), i.e.
-    the slot ``head`` applies first; None when no slot sits directly before the readout (the
-    transformer's slots are inside its blocks; the sae has none).
-
-    Found with one no-grad, eval-mode ``forward_with_features`` of ``x`` and identity-checked
-    forward pre-hooks, so it holds for every model following the LabModel convention."""
-    slots: list[nn.Dropout] = list(getattr(model, "dropout_slots", []))
-    if not slots or x is None or not len(x) or not hasattr(model, "forward_with_features"):
-        return None
-    seen: dict[nn.Module, Tensor] = {}
-    handles = [s.register_forward_pre_hook(lambda mod, inputs: seen.__setitem__(mod, inputs[0])) for s in slots]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            _, features = model.forward_with_features(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in modes:
-            m.training = training
-    return next((s for s in reversed(slots) if seen.get(s) is features), None)
 
 
 def truncated_geometric_pmf(rho: float, k: int) -> Tensor:

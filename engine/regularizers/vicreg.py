@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from engine.regularizers._features import PenultimateFeatures
 from engine.regularizers.base import LossContext, Param, Regularizer, Setup, register
-from engine.regularizers.nested_dropout import feature_slot
 
 EPS = 1e-4
 
@@ -65,22 +65,8 @@ class VICReg(Regularizer):
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)
-        self.slot = feature_slot(setup.model, getattr(setup.dataset, "x_train", None))
-        self._captured: Tensor | None = None
-        self.handle = self.slot.register_forward_pre_hook(self._capture, prepend=True) if self.slot else None
-
-    def _capture(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-        if module.training and torch.is_grad_enabled():
-            self._captured = inputs[0]
-
-    def features(self, ctx: LossContext) -> Tensor:
-        """z for this update (see the class docstring for the three sources)."""
-        if ctx.features is not None:
-            return ctx.features
-        if self._captured is not None:
-            z, self._captured = self._captured, None
-            return z
-        return ctx.model.features(ctx.batch.x)
+        self.features = PenultimateFeatures(setup.model, getattr(setup.dataset, "x_train", None))
+        self.slot = self.features.slot
 
     def extra_loss(self, ctx: LossContext) -> Tensor | None:
         z = self.features(ctx).flatten(1)
