@@ -58,13 +58,18 @@ def check_compatibility(cfg: RunConfig) -> None:
         for other in cls.conflicts:
             if other in names:
                 raise ValueError(f"regularizers: {cls.name} cannot be combined with {other}; disable one of them")
-    task = "classification"
-    if data in REGRESSION_DATASETS:
-        task = "reconstruction" if data == "sparse_features" else "regression"
+    task = task_of(cfg)
     for cls in enabled:
         if task not in cls.tasks:
             raise ValueError(f"regularizers.{cls.name}: works on {'/'.join(cls.tasks)} tasks, not {data}; disable it")
         cls.check_config(cfg)
+
+
+def task_of(cfg: RunConfig) -> str:
+    """classification, regression (teacher_student) or reconstruction (sparse_features)."""
+    if cfg.data.name not in REGRESSION_DATASETS:
+        return "classification"
+    return "reconstruction" if cfg.data.name == "sparse_features" else "regression"
 
 
 def _is_prime(n: int) -> bool:

@@ -134,10 +134,9 @@ class Diagnostic:
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:
         """Whether the instrument makes sense for this run (task, labels, architecture)."""
-        task = "classification"
-        if cfg.data.name in ("teacher_student", "sparse_features"):
-            task = "reconstruction" if cfg.data.name == "sparse_features" else "regression"
-        return task in cls.tasks
+        from engine.compat import task_of
+
+        return task_of(cfg) in cls.tasks
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         raise NotImplementedError
