@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.batch import Batch
 from engine.config import LossConfig
 from engine.data import Dataset
 from engine.losses import data_loss
 from engine.models import LabModel
-from engine.regularizers.base import Batch
 
 CHUNK = 8192
 

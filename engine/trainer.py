@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from engine import config as config_mod
+from engine.batch import Batch, LossContext, Setup
 from engine.config import ConfigError, RunConfig
 from engine.data import Dataset, build_dataset
 from engine.data.tasks import TaskSchedule
@@ -40,8 +41,8 @@ from engine.losses import data_loss, log_softmax
 from engine.models import build_model
 from engine.optim import build_optimizer, schedule_factor, set_lr, set_weight_decay
 from engine.outcome import OutcomeTracker
-from engine.regularizers import Batch, LossContext, Regularizer, Setup, get
-from engine.regularizers.base import technique_generator
+from engine.regularizers import Regularizer, get
+from engine.rng import technique_generator
 
 LIVE_KEYS = ("optim.lr", "optim.weight_decay")
 

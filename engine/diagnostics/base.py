@@ -32,8 +32,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from engine.batch import Batch
 from engine.registry import Registry
-from engine.regularizers.base import Batch, Param, technique_generator
+from engine.regularizers.base import Param
+from engine.rng import technique_generator
 
 if TYPE_CHECKING:
     from engine.config import RunConfig

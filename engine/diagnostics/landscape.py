@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
+from engine.batch import Batch
 from engine.diagnostics.base import CHUNK
 from engine.diagnostics.hessian import flatten, lanczos_top_k, make_hvp, unflatten
-from engine.regularizers.base import Batch
 
 if TYPE_CHECKING:
     from engine.diagnostics.base import DiagnosticContext

@@ -21,19 +21,20 @@ technique's noise — A/B runs with one toggle flipped depend on this.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from engine.batch import Batch, LossContext, Setup
 from engine.registry import Registry
+from engine.rng import technique_generator
 
-if TYPE_CHECKING:
-    from engine.data import Dataset
+__all__ = ["REGISTRY", "Batch", "LossContext", "Param", "Regularizer", "Setup", "register",
+           "technique_generator", "weight_matrices"]
 
 
 @dataclass(frozen=True)
@@ -88,53 +89,6 @@ class Param:
             "max": self.max, "live": self.live, "log": self.log,
             "choices": list(self.choices) if self.choices else None, "help": self.help,
         }
-
-
-@dataclass
-class Batch:
-    """A training batch. ``y_soft`` (N×C) replaces ``y`` as the target once a technique softens it."""
-
-    x: Tensor
-    y: Tensor
-    idx: Tensor  # positions in the training set, stable across shuffles (ELR, PS-KD)
-    y_soft: Tensor | None = None
-    labeled: Tensor | None = None  # semi-supervised: which rows carry a usable label (None = all)
-
-
-@dataclass
-class LossContext:
-    """What ``extra_loss`` sees: the batch as trained on, the model's outputs, and where we are."""
-
-    batch: Batch
-    logits: Tensor
-    log_probs: Tensor | None  # None for regression tasks
-    model: nn.Module
-    step: int
-    total_steps: int
-    data_loss: Tensor
-    features: Tensor | None = None
-
-
-@dataclass
-class Setup:
-    """What a technique may use when it is built: the run's model, data and seeds."""
-
-    model: nn.Module
-    dataset: Dataset
-    seed: int
-    total_steps: int
-    num_classes: int | None
-    device: torch.device
-    lr: Callable[[], float] = field(default=lambda: 0.0)  # current learning rate, for proximal steps
-    steps_per_epoch: int = 1
-
-
-def technique_generator(seed: int, name: str, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator private to one technique: seeded from (run seed, technique name)."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-    return gen
 
 
 class Regularizer:
