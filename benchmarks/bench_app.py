@@ -20,8 +20,9 @@ are printed beside it.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_app.py                 # 3 start-up rounds, 5 exports
-    .venv/bin/python benchmarks/bench_app.py --rounds 5 --exports 9
+    .venv/bin/python -m benchmarks.bench_app                 # 3 start-up rounds, 5 exports (from the repo root:
+                                                             # it reuses tests/browser/server.py)
+    .venv/bin/python -m benchmarks.bench_app --rounds 5 --exports 9
 
 The last line holds the figures, e.g.
 ``bench_app: ready=3.1s (healthy 0.7s, server cpu 2.4s, browser cpu 1.1s; target ≤ 5s) png=0.33s
@@ -33,15 +34,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.browser.server import CHROMIUM, CHROMIUM_ARGS, start_server
 
-from tests.browser.server import CHROMIUM, CHROMIUM_ARGS, start_server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 READY_TARGET_S = 5.0
 PNG_TARGET_S = 1.0

@@ -41,16 +41,12 @@ import argparse
 import copy
 import gc
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config import RunConfig, validate
 from engine.diagnostics import DiagnosticContext, get, preserved_state

@@ -49,8 +49,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from engine.store import RunStore
 from engine.sweeps import Sweep, build_spec
 from engine.sweeps.backends import cores

@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -72,8 +71,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config import RunConfig, validate
 from engine.data import Dataset, build_dataset
