@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -55,10 +54,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from engine import projections as P
 from engine.config import validate
+from engine.projections.backends import _import_umap
 from engine.runner import execute
 from engine.store import RunStore
 
@@ -169,7 +167,7 @@ def main() -> None:
               f"over {len(pca_ms)} frames; its trustworthiness takes {trust_ms:.0f} ms more")
 
         # ---- UMAP --------------------------------------------------------------------------
-        umap = P._import_umap()
+        umap = _import_umap()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t = time.perf_counter()

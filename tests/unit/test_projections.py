@@ -22,6 +22,7 @@ import pytest
 
 from engine import projections as P
 from engine.events import Snapshot
+from engine.projections import service as projection_service  # where the service looks up embed()
 from engine.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,7 +203,7 @@ def test_background_job_finishes_and_polling_sees_it(tmp_path: Path, monkeypatch
         assert gate.wait(timeout=60)
         return P.pca_coords(features) + (0.0 if init is None else 1.0)
 
-    monkeypatch.setattr(P, "embed", slow_embed)
+    monkeypatch.setattr(projection_service, "embed", slow_embed)
     svc = P.ProjectionService(store)
     t0 = time.perf_counter()
     handle = svc.submit(run_id, 0, "umap")
@@ -230,7 +231,7 @@ def test_failed_job_reports_its_error(tmp_path: Path, monkeypatch: pytest.Monkey
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(P, "embed", broken)
+    monkeypatch.setattr(projection_service, "embed", broken)
     handle = P.ProjectionService(store).submit(run_id, 0, "tsne")
     with pytest.raises(RuntimeError, match="boom"):
         handle.result(timeout=60)
