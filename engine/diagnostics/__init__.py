@@ -12,7 +12,7 @@ from engine.diagnostics.base import (
     preserved_state,
     register,
 )
-from engine.regularizers.base import Param
+from engine.plugin import Param, describe_params, normalize_params
 
 __all__ = ["REGISTRY", "Diagnostic", "DiagnosticContext", "Measurement", "all_diagnostics", "describe_all",
            "get", "normalize_diagnostic_params", "preserved_state", "register"]
@@ -28,24 +28,11 @@ def all_diagnostics() -> dict[str, type[Diagnostic]]:
 def normalize_diagnostic_params(name: str, params: Any) -> dict[str, Any]:
     """Validate one ``diagnostics.<name>`` block: ``enabled``, ``every`` (0 = on demand) and params."""
     cls = get(name)
-    if params is None or isinstance(params, bool):
-        params = {"enabled": params is not False}
-    if not isinstance(params, dict):
-        raise ValueError(f"diagnostics.{name}: expected a mapping of parameters (got {params!r})")
-    specs = {p.name: p for p in cls.params}
-    specs["enabled"] = Param("enabled", bool, True)
-    specs["every"] = Param("every", int, cls.every, 0, 10_000_000)
-    out: dict[str, Any] = {"enabled": True, "every": cls.every}
-    for key, value in params.items():
-        if key not in specs:
-            raise ValueError(f"diagnostics.{name}.{key}: unknown parameter; {name} takes {', '.join(specs)}")
-        out[key] = specs[key].coerce(value, f"diagnostics.{name}.{key}")
-    for spec in cls.params:
-        out.setdefault(spec.name, spec.default)
-    return out
+    specs = (*cls.params, Param("enabled", bool, True), Param("every", int, cls.every, 0, 10_000_000))
+    return normalize_params("diagnostics", name, specs, params, lead=("enabled", "every"))
 
 
 def describe_all() -> list[dict[str, Any]]:
     return [{"name": c.name, "group": c.group, "every": c.every, "cost": c.cost, "needs": sorted(c.needs),
-             "default_on": c.default_on, "summary": c.summary(), "params": [p.describe() for p in c.params]}
+             "default_on": c.default_on, "summary": c.summary(), "params": describe_params(c.params)}
             for c in all_diagnostics().values()]

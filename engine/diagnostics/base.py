@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine.batch import Batch
+from engine.plugin import Param, Plugin
 from engine.registry import Registry
-from engine.regularizers.base import Param
 from engine.rng import technique_generator
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class DiagnosticContext:
         return self._features_cache[1], self._features_cache[2]
 
 
-class Diagnostic:
+class Diagnostic(Plugin):
     """Base class of an instrument. Subclasses set the class attributes and ``measure``."""
 
     name: ClassVar[str]
@@ -128,10 +128,6 @@ class Diagnostic:
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
-
-    @classmethod
-    def summary(cls) -> str:
-        return (cls.__doc__ or cls.name).strip().splitlines()[0]
 
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:

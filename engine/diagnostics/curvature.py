@@ -31,7 +31,7 @@ from engine.diagnostics.hessian import (
     slq_density,
 )
 from engine.diagnostics.landscape import centered_grid, eigen_directions, random_directions, slice_1d, slice_2d
-from engine.regularizers.base import Param
+from engine.plugin import Param
 
 ADAPTIVE = ("adam", "adamw")
 

@@ -37,7 +37,7 @@ from torch.func import functional_call, grad, vmap
 from engine.batch import Batch
 from engine.diagnostics.base import CHUNK, Diagnostic, DiagnosticContext, Measurement, register
 from engine.diagnostics.representation import eval_mode
-from engine.regularizers.base import Param
+from engine.plugin import Param
 from engine.regularizers.stablemax import log_stablemax
 
 if TYPE_CHECKING:

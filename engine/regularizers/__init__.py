@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.plugin import normalize_params
 from engine.regularizers.base import REGISTRY, Batch, LossContext, Param, Regularizer, Setup, register
 
 __all__ = [
@@ -19,6 +20,9 @@ __all__ = [
     "register",
 ]
 
+ENABLED = Param("enabled", bool, True)
+
+
 def get(name: str) -> type[Regularizer]:
     return REGISTRY.lookup(name)
 
@@ -32,31 +36,10 @@ def normalize_regularizer_params(name: str, params: Any) -> dict[str, Any]:
 
     ``regularizers.elr: true`` / ``false`` is accepted as shorthand for enabled with defaults.
     """
-    cls = get(name)
-    if params is None or isinstance(params, bool):
-        params = {"enabled": params is not False}
-    if not isinstance(params, dict):
-        raise ValueError(f"regularizers.{name}: expected a mapping of parameters (got {params!r})")
-    out: dict[str, Any] = {"enabled": True}
-    specs = {p.name: p for p in cls.params}
-    for key, value in params.items():
-        where = f"regularizers.{name}.{key}"
-        if key == "enabled":
-            out["enabled"] = Param("enabled", bool, True).coerce(value, where)
-        elif key in specs:
-            out[key] = specs[key].coerce(value, where)
-        else:
-            allowed = ", ".join(["enabled", *specs]) or "enabled"
-            raise ValueError(f"{where}: unknown parameter; {name} takes {allowed}")
-    for spec in cls.params:
-        out.setdefault(spec.name, spec.default)
-    return out
+    specs = (ENABLED, *get(name).params)
+    return normalize_params("regularizers", name, specs, params, lead=("enabled",))
 
 
 def describe_all() -> list[dict[str, Any]]:
     """The catalog as plain data (CLI ``regularizers --json`` and the UI widgets)."""
-    return [
-        {"name": cls.name, "group": cls.group, "source": cls.source, "summary": cls.summary(),
-         "params": [p.describe() for p in cls.params]}
-        for cls in all_techniques().values()
-    ]
+    return [cls.describe() for cls in all_techniques().values()]

@@ -21,15 +21,14 @@ technique's noise — A/B runs with one toggle flipped depend on this.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from engine.batch import Batch, LossContext, Setup
+from engine.plugin import Param, Plugin, describe_params
 from engine.registry import Registry
 from engine.rng import technique_generator
 
@@ -37,61 +36,7 @@ __all__ = ["REGISTRY", "Batch", "LossContext", "Param", "Regularizer", "Setup", 
            "technique_generator", "weight_matrices"]
 
 
-@dataclass(frozen=True)
-class Param:
-    """One typed, ranged parameter of a technique (drives validation, CLI listing and UI widgets)."""
-
-    name: str
-    type: type  # float, int, bool or str
-    default: Any
-    min: float | None = None
-    max: float | None = None
-    live: bool = False
-    log: bool = False  # UI slider on a log scale
-    choices: tuple[str, ...] | None = None
-    help: str = ""
-
-    def coerce(self, value: Any, where: str) -> Any:
-        """Validate one value; raise ValueError('regularizers.x.p: …') naming the fix."""
-        if self.type is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
-                return value.lower() in {"true", "1", "yes", "on"}
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            raise ValueError(f"{where}: expected true or false (got {value!r})")
-        if self.type is str:
-            if not isinstance(value, str) or (self.choices and value not in self.choices):
-                raise ValueError(f"{where}: must be one of {', '.join(self.choices or ())} (got {value!r})")
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"{where}: expected a {self.type.__name__} (got {value!r})")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"{where}: expected a {self.type.__name__} (got {value!r})") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{where}: must be finite (got {value!r})")
-        if self.type is int:
-            if number != int(number):
-                raise ValueError(f"{where}: expected an integer (got {value!r})")
-            number = int(number)
-        if self.min is not None and number < self.min:
-            raise ValueError(f"{where}: must be ≥ {self.min} (got {value!r})")
-        if self.max is not None and number > self.max:
-            raise ValueError(f"{where}: must be ≤ {self.max} (got {value!r})")
-        return number
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "type": self.type.__name__, "default": self.default, "min": self.min,
-            "max": self.max, "live": self.live, "log": self.log,
-            "choices": list(self.choices) if self.choices else None, "help": self.help,
-        }
-
-
-class Regularizer:
+class Regularizer(Plugin):
     """Base class. Subclasses set the class attributes and override the hooks they need."""
 
     name: ClassVar[str]
@@ -114,23 +59,10 @@ class Regularizer:
         return self.values[key]
 
     @classmethod
-    def summary(cls) -> str:
-        """First line of the docstring: the one-line help the UI shows."""
-        return (cls.__doc__ or cls.name).strip().splitlines()[0]
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        """Refuse a RunConfig this technique cannot run with: raise ValueError naming the key.
-
-        Called during config validation, so the CLI and the UI refuse before anything is built.
-        """
-
-    @classmethod
-    def param(cls, name: str) -> Param:
-        for p in cls.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
+    def describe(cls) -> dict[str, Any]:
+        """The catalog entry (CLI ``regularizers --json`` and the UI widgets)."""
+        return {"name": cls.name, "group": cls.group, "source": cls.source, "summary": cls.summary(),
+                "params": describe_params(cls.params)}
 
     def set(self, key: str, value: Any) -> None:
         """Live change of one parameter (validated; refused for parameters not marked live)."""
