@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine import safe_input
+
 
 class ConfigError(ValueError):
     """A bad configuration value. ``str(err)`` is a single line naming the field and the fix."""
@@ -194,13 +196,35 @@ def _format_error(err: ValidationError) -> str:
     loc = ".".join(str(p) for p in first["loc"] if p != "__root__")
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"unknown config key '{loc}': remove it or check the spelling (see design §4 keys)"
+        return f"unknown config key '{loc}': remove it or check the spelling (see the config keys in the README)"
     got = first.get("input")
-    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {_short(got)})"
     if loc and msg.startswith((loc, "regularizers.", "diagnostics.", "model.", "data.", "optim.", "train.", "loss.")):
         loc, shown = "", ""  # our own validators already name the full key
     where = f"{loc}: " if loc else ""
     return f"{where}{msg}{shown}".replace("\n", " ")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters: a megabyte-long bad value must not become the message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit cannot even be printed
+        return f"a {type(value).__name__} too large to print"
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def _value_problem(err: ValueError) -> str:
+    """A parser's ValueError in the user's terms (Python's digit-limit message advises a sys call)."""
+    text = (str(err).splitlines() or [type(err).__name__])[0]
+    if "integer string conversion" in text:
+        return "a number with more than 4,300 digits; no config value needs one"
+    return text
+
+
+def _key(key: str) -> str:
+    """A ``--set`` key as shown in a message: as typed when short and printable, else cut."""
+    return key if len(key) <= 80 and key.isprintable() else _short(key)
 
 
 def validate(data: dict[str, Any]) -> RunConfig:
@@ -211,16 +235,20 @@ def validate(data: dict[str, Any]) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
-    except (ValueError, TypeError) as err:  # raised inside our own validators outside pydantic's wrapping
-        raise ConfigError(str(err).splitlines()[0]) from None
+    except (ValueError, TypeError, ArithmeticError) as err:  # from our validators outside pydantic's wrapping
+        raise ConfigError((str(err).splitlines() or [type(err).__name__])[0]) from None
 
 
 def parse_value(text: str) -> Any:
-    """Value of ``--set key=text``: JSON when it parses (1e-3, true, [0.9, 0.98], null), else the string."""
+    """Value of ``--set key=text``: JSON when it parses (1e-3, true, [0.9, 0.98], null), else the string.
+
+    Raises ConfigError (without the key, which the caller adds) for text no config value can be:
+    nested deeper than 32 levels, duplicate object keys, over 1 MB (engine/safe_input.py says why).
+    """
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, ValueError):
-        return text
+        return safe_input.parse_scalar_text(text)
+    except safe_input.InputError as err:
+        raise ConfigError(str(err)) from None
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
@@ -230,35 +258,50 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.01")
+            raise ConfigError(f"--set {_short(item)}: expected KEY=VALUE, e.g. --set optim.lr=0.01")
         parts = key.split(".")
+        if len(parts) > safe_input.MAX_DEPTH:
+            raise ConfigError(f"--set {_key(key)}: more than {safe_input.MAX_DEPTH} parts in the key; "
+                              "keys look like optim.lr or regularizers.l2.lambda")
         if any(not p for p in parts):
-            raise ConfigError(f"--set {item!r}: empty part in key '{key}'")
+            raise ConfigError(f"--set {_short(item)}: empty part in key '{_key(key)}'")
+        try:
+            value = parse_value(raw)
+        except ConfigError as err:
+            raise ConfigError(f"--set {_key(key)}: {err}") from None
         node = out
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+                raise ConfigError(f"--set {_key(key)}: '{_key(part)}' is a value, not a section")
             node = child
-        node[parts[-1]] = parse_value(raw)
+        node[parts[-1]] = value
     return out
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or YAML config as plain data (yaml.safe_load: no object construction)."""
+    """Read a JSON or YAML config as plain data; hostile text becomes a one-line ConfigError.
+
+    YAML is read with SafeLoader semantics (no object construction); size, encoding, nesting and
+    duplicate keys are checked by engine/safe_input.py before or while parsing.
+    """
     path = Path(path)
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safe_input.read_text(path)
+        data = safe_input.loads_json(text) if kind == "JSON" else safe_input.loads_yaml(text)
     except OSError as err:
-        raise ConfigError(f"--config {path}: cannot read file ({err.strerror})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        first = str(err).splitlines()[0]
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise ConfigError(f"--config {path}: not valid {kind}: {first}") from None
+        raise ConfigError(f"--config {path}: cannot read file ({err.strerror or type(err).__name__})") from None
+    except safe_input.InputError as err:
+        raise ConfigError(f"--config {path}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--config {path}: not valid JSON: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--config {path}: not valid YAML: {safe_input.yaml_problem(err)}") from None
+    except ValueError as err:  # Python refuses to parse an integer of more than 4,300 digits
+        raise ConfigError(f"--config {path}: not valid {kind}: {_value_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: top level must be a mapping of sections")
     return data
@@ -273,5 +316,12 @@ def dump(cfg: RunConfig, path: str | Path | None = None, fmt: Literal["json", "y
 
 
 def loads(text: str, fmt: Literal["json", "yaml"] = "json") -> RunConfig:
-    data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    """A RunConfig from JSON or YAML text, with the same input checks as ``load_file``."""
+    try:
+        data = safe_input.loads_json(text) if fmt == "json" else safe_input.loads_yaml(text)
+    except safe_input.InputError as err:
+        raise ConfigError(f"config text: {err}") from None
+    except (ValueError, yaml.YAMLError) as err:
+        problem = safe_input.yaml_problem(err) if isinstance(err, yaml.YAMLError) else _value_problem(err)
+        raise ConfigError(f"config text: not valid {fmt.upper()}: {problem}") from None
     return validate(data)
