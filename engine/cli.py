@@ -1,7 +1,10 @@
-"""``python -m engine …``: presets, regularizers, run, list, show, export, sweep (design §4).
+"""``python -m engine …``: presets, regularizers, run, list, show, export, sweep (see the README).
 
-Exit codes: 0 completed, 2 bad input (one line on stderr, no traceback), 3 diverged, 1 anything
-else. Machine-readable output goes to stdout (``--json``); progress goes to stderr.
+Exit codes: 0 completed, 2 bad input (one line on stderr, no traceback), 3 diverged (the loss
+became non-finite or blew up past 10⁴ × its first value), 1 anything else. Everything a command
+can check up front — the config, its dataset (engine/preflight.py), the output folder — is checked
+before any work, so a bad ``--out`` never costs a training run. Machine-readable output goes to
+stdout (``--json``); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (exit 2) instead of usage + error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"error: {message} (see: python -m engine {self.prog.split()[-1]} --help)\n")
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see: {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -171,10 +175,44 @@ def _open_store(path: str | None) -> Any:
     return RunStore(path)
 
 
+def check_out_dir(path: str, flag: str, files: Sequence[str] = ()) -> None:
+    """Refuse an output folder that cannot be used, before any work is done (ConfigError, one line).
+
+    The folder may be missing (it is created later) but must not be a file, nor sit under a
+    file, nor be unwritable; ``files`` it will hold must not already be folders. Checked up front
+    because ``run --out`` only writes after training, and a refusal then costs the whole run.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag} {path}: is an existing file; name a folder (created if missing)")
+    parent = out
+    while not parent.exists():  # the nearest existing ancestor is where the folder would be created
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder; choose another folder")
+    if parent.is_dir():
+        try:  # a real probe: os.access says yes to root on a read-only mount or under /proc
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            raise ConfigError(f"{flag} {path}: cannot write in {parent} ({reason}); choose another folder") from None
+    for name in files:
+        if (out / name).is_dir():
+            raise ConfigError(f"{flag} {path}: {out / name} is a folder where a file goes; remove it or "
+                              "choose another folder")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from engine.preflight import check_runnable
     from engine.runner import build_trainer, execute, summary, write_metrics_csv, write_outputs
 
     cfg = load_run_config(args.preset, args.config, args.overrides, args.variant, args.device)
+    if args.out:
+        check_out_dir(args.out, "--out", ("config.json", "metrics.csv", "summary.json"))
+    check_runnable(cfg)
     store = _open_store(args.store)
     trainer = build_trainer(cfg)
     progress = Progress(cfg.train.steps, enabled=not args.quiet)
@@ -222,6 +260,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from engine.export import ExportError, export_run
 
+    check_out_dir(args.out, "--out")
     store = _open_store(args.store)
     if store.get_run(args.run_id) is None:
         raise ConfigError(f"RUN_ID {args.run_id!r}: no such run in {store.path}; see `python -m engine list`")
@@ -284,9 +323,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, StoreError) as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StoreError as err:  # bad input (a path that is not a store) unless the store says otherwise
+        print(f"error: {err}", file=sys.stderr)
+        return int(getattr(err, "exit_code", EXIT_BAD_INPUT))
+    except OSError as err:  # e.g. writing --out after training: one line, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_OTHER
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_OTHER
