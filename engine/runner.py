@@ -7,6 +7,7 @@ import csv
 import json
 import platform
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import torch
 
 from engine.config import ConfigError, RunConfig
 from engine.events import FINAL_STATES, Artifact, Eval, Event, Snapshot, Status, Step
-from engine.store import RunStore
+from engine.store import RunStore, StoreError
+from engine.store.schema import store_fault
 from engine.trainer import RunResult, Trainer, final_summary
 
 
@@ -34,13 +36,43 @@ def build_trainer(cfg: RunConfig, **kwargs: Any) -> Trainer:
 
 
 class StoreRecorder:
-    """Subscriber that persists every metric (batched), snapshots and the final status."""
+    """Subscriber that persists every metric (batched), snapshots and the final status.
+
+    A store fault (disk full) is raised to the trainer, which ends the run and sends the final
+    status; that status is then recorded as ``failed`` with the fault's one-line message ("disk
+    full") if the store can still take one small write, else the run stays ``running`` for the
+    next open to mark ``interrupted`` once this process is gone. Buffered rows that could not be
+    written are dropped; rows flushed before the fault are kept. ``fault`` holds the error.
+    """
 
     def __init__(self, store: RunStore, run_id: str) -> None:
         self.store, self.run_id = store, run_id
         self.writer = store.metric_writer(run_id)
+        self.fault: StoreError | None = None
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, Status) and event.state in FINAL_STATES:
+            self._finish(event)
+            return
+        try:
+            self._record(event)
+        except StoreError as err:
+            self.fault = err
+            raise
+
+    def _finish(self, event: Status) -> None:
+        if self.fault is None:
+            try:
+                self.writer.close()
+                self.store.finish_run(self.run_id, event.state, event.message)
+                return
+            except StoreError as err:
+                self.fault = err
+        self.writer.discard()
+        with suppress(StoreError):  # still full: the next open marks the run interrupted
+            self.store.finish_run(self.run_id, "failed", str(self.fault))
+
+    def _record(self, event: Event) -> None:
         if isinstance(event, Step | Eval):
             self.writer.add_many(event.step, event.metrics)
         elif isinstance(event, Snapshot):
@@ -50,14 +82,18 @@ class StoreRecorder:
                 self._save_artifact("boundary", event.step, event.boundary)
         elif isinstance(event, Artifact):
             self._save_artifact(event.kind, event.step, event.arrays)
-        elif isinstance(event, Status) and event.state in FINAL_STATES:
-            self.writer.close()
-            self.store.finish_run(self.run_id, event.state, event.message)
 
     def _save_artifact(self, kind: str, step: int, arrays: Mapping[str, Any]) -> None:
         path = self.store.run_dir(self.run_id) / f"{kind}_{step:08d}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **arrays)
+        try:
+            np.savez_compressed(path, **arrays)
+        except OSError as err:
+            with suppress(OSError):
+                path.unlink()  # a truncated file is worse than none
+            if (fault := store_fault(err, self.store.path)) is None:
+                raise
+            raise fault from None
         self.store.add_artifact(self.run_id, step, kind, path)
 
 
@@ -68,6 +104,8 @@ def execute(cfg: RunConfig, store: RunStore, *subscribers: Callable[[Event], Any
 
     ``on_created(run_id)`` is called before training starts (the UI needs the id of a live run).
     ``sweep_id`` and ``tags`` are recorded on the run (a sweep finds its cells through them).
+    A store fault during the run (disk full) is raised as the recorder's one-line StoreError
+    (exit code 1) after the trainer has ended the run.
     """
     trainer = trainer or build_trainer(cfg)
     run_id = store.create_run(cfg.to_dict(), name=cfg.name, preset=cfg.preset, device=str(trainer.device),
@@ -78,14 +116,17 @@ def execute(cfg: RunConfig, store: RunStore, *subscribers: Callable[[Event], Any
     try:
         result = trainer.run(recorder, *subscribers)
     except BaseException:  # KeyboardInterrupt: the run is kept, marked stopped
-        recorder.writer.close()
-        store.finish_run(run_id, "stopped", "interrupted by the user")
+        with suppress(StoreError):  # a full disk must not hide the interrupt behind its own traceback
+            recorder.writer.close()
+            store.finish_run(run_id, "stopped", "interrupted by the user")
         raise
+    if recorder.fault is not None:
+        raise StoreError(str(recorder.fault), recorder.fault.exit_code) from None
     return run_id, result
 
 
 def summary(run_id: str, result: RunResult, history_path: str | None) -> dict[str, Any]:
-    """The ``run --json`` object of design §4."""
+    """The ``run --json`` object (its keys are listed in the README)."""
     return {"run_id": run_id, "status": result.status, "steps": result.steps, "message": result.message,
             "outcome": result.outcome or None, "final": final_summary(result.final), "history_path": history_path}
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from engine.store.base import StoreBase
+from engine.store.schema import store_fault
 
 
 class ArtifactsMixin(StoreBase):
@@ -64,9 +65,11 @@ class ArtifactsMixin(StoreBase):
             with os.fdopen(fd, "wb") as fh:
                 np.savez_compressed(fh, **data)
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as err:
             with suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(err, OSError) and (fault := store_fault(err, self.path)) is not None:
+                raise fault from None  # disk full while writing the snapshot: one line, exit 1
             raise
         self.add_artifact(run_id, step, "snapshot", target)
         return target

@@ -5,6 +5,14 @@ Why these choices:
 * **WAL + synchronous=NORMAL** — readers (the UI, ``python -m engine list``, a second process)
   never block the training writer and vice versa, and a committed transaction survives a crash
   or SIGKILL of the process (only an OS crash / power loss can drop the last commits).
+* **Read-only stores open read-only** — a store file, folder or filesystem we cannot write is
+  opened with an SQLite ``file:...?mode=ro`` URI, and, when no ``-wal`` file exists (so no writer
+  is connected), also ``immutable=1``: a plain read-only open of a WAL database creates ``-wal``
+  and ``-shm`` files it can then never remove, leaving strays beside someone else's store. Writes
+  to such a store raise a one-line :class:`StoreError`; ``writable=True`` raises it at open.
+* **Store faults are one line** — disk full, read-only and I/O errors from SQLite or the OS
+  become a :class:`StoreError` with an ``exit_code`` (see ``schema``), never a chain of
+  ``sqlite3`` tracebacks.
 * **One connection per thread** — ``sqlite3`` connections are not meant to be shared between
   threads; the trainer thread writes while UI threads read, each on its own connection.
   Connections of threads that have ended are closed lazily so a long-lived server does not leak.
@@ -33,6 +41,8 @@ from engine.store.schema import (
     StoreError,
     _one_line,
     default_store_path,
+    read_only_error,
+    store_fault,
 )
 
 
@@ -48,9 +58,14 @@ class _Writer(Protocol):
 
 
 class StoreBase:
-    """Connections and opening. Raises :class:`StoreError` when the path cannot be used."""
+    """Connections and opening. Raises :class:`StoreError` when the path cannot be used.
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    ``writable=True`` refuses a store that cannot be written right here, before any work (the CLI's
+    ``run`` and ``sweep``); otherwise such a store opens read-only (``read_only`` is True) and
+    only a write is refused — what ``list``, ``show``, ``export`` and the pages need.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, writable: bool = False) -> None:
         path = default_store_path() if path is None else Path(path).expanduser()
         if path.is_dir():
             path = path / DB_NAME
@@ -62,6 +77,10 @@ class StoreBase:
         self._writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
         self._pid = os.getpid()
         self._closed = False
+        why = self._unwritable()
+        self.read_only: bool = why is not None
+        if why is not None and (writable or not self.path.exists()):
+            raise read_only_error(self.path, why)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -78,10 +97,25 @@ class StoreBase:
             self.close()
             if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
                 raise  # a busy store is not bad input; let the caller retry
+            if (fault := store_fault(err, self.path)) is not None:
+                raise fault from None
             raise StoreError(
                 f"store {self.path} cannot be used as an SQLite run store ({_one_line(err)}); "
                 "pass --store with another file or set LAB_HOME to another folder"
             ) from None
+
+    def _unwritable(self) -> str | None:
+        """Why this store cannot be written by this process, or None if it can.
+
+        ``os.access`` answers for the real user and the filesystem (a read-only mount says no even
+        to root). The folder counts too: a WAL store writes its ``-wal`` file beside the database.
+        """
+        folder = self.root if self.root.is_dir() else None
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            return "the file is not writable"
+        if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+            return f"its folder {folder} is not writable"
+        return None
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -89,8 +123,12 @@ class StoreBase:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so reads never hold a snapshot
         # open by accident and writes take the lock up front (BEGIN IMMEDIATE) where busy_timeout
         # applies. check_same_thread=False only so close() may close other threads' connections.
+        target, uri = str(self.path), False
+        if self.read_only:
+            wal = self.path.with_name(self.path.name + "-wal")
+            target, uri = self.path.as_uri() + "?mode=ro" + ("" if wal.exists() else "&immutable=1"), True
         conn = sqlite3.connect(
-            str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False, uri=uri
         )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -128,15 +166,28 @@ class StoreBase:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; the write lock is taken at BEGIN so busy_timeout applies."""
+        """One write transaction; the write lock is taken at BEGIN so busy_timeout applies.
+
+        A store fault (disk full, read-only, I/O error) at any point becomes a one-line
+        :class:`StoreError` with nothing chained; SQLite may already have rolled the transaction
+        back on its own (it does on SQLITE_FULL), so ROLLBACK is only issued while one is open.
+        """
+        if self.read_only:
+            raise read_only_error(self.path, self._unwritable() or "opened read-only")
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                _rollback(conn)
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            _rollback(conn)
+            if (fault := store_fault(err, self.path)) is None:
+                raise
+            raise fault from None
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -187,6 +238,11 @@ class StoreBase:
                 f"store {self.path} has schema version {version}, newer than this Regularization Lab "
                 f"understands ({SCHEMA_VERSION}); upgrade the code or pass --store with another file"
             )
+        if self.read_only:
+            if version < SCHEMA_VERSION:
+                raise read_only_error(self.path, f"its schema version {version} needs an upgrade to {SCHEMA_VERSION}, "
+                                                 "which writes")
+            return  # nothing to migrate, and dead runs stay as they are until a writer opens it
         if version < SCHEMA_VERSION:
             self._migrate()
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -255,3 +311,10 @@ class StoreBase:
         if not _RUN_ID_RE.fullmatch(run_id) or run_id in {".", ".."}:
             raise ValueError(f"run id {run_id!r} is not a valid folder name")
         return self.root / run_id
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any, without letting a failed rollback hide the error."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")

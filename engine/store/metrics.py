@@ -97,6 +97,17 @@ class MetricWriter:
             self.flush()
             self.closed = True
 
+    def discard(self) -> int:
+        """Drop the buffered rows and refuse further ones; return how many were dropped.
+
+        For a store that can no longer be written (disk full): the rows could never be written,
+        and flushing again on close would only repeat the error. Rows already flushed are kept.
+        """
+        with self._lock:
+            dropped, self._rows = len(self._rows), []
+            self.closed = True
+            return dropped
+
     @property
     def pending(self) -> int:
         """Rows buffered but not yet written."""

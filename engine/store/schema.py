@@ -6,8 +6,10 @@ inside one transaction, so a failed migration leaves the file as it was.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import sqlite3
 from pathlib import Path
 
 DB_NAME = "lab.db"
@@ -15,6 +17,7 @@ SCHEMA_VERSION = 3
 STATUSES = ("running", "completed", "diverged", "stopped", "failed", "interrupted")
 TERMINAL_STATUSES = tuple(s for s in STATUSES if s != "running")
 BUSY_TIMEOUT_MS = 5000
+EXIT_BAD_INPUT, EXIT_FAULT = 2, 1  # StoreError.exit_code values
 
 # Run ids look like "r250101-120000-a1b2c3": they sort by creation time and are safe folder names.
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -23,8 +26,57 @@ _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 class StoreError(ValueError):
     """The store cannot be used as given. ``str(err)`` is one line naming the path and the fix.
 
-    A ``ValueError`` so the CLI treats it as bad input (exit code 2, no traceback).
+    ``exit_code`` is what the CLI exits with. 2 (the default, a ``ValueError``: bad input) when
+    the fix is different input — a path that cannot be used, a read-only store file or folder the
+    user named, a newer schema, an unknown id. 1 when a usable store failed under a run because of
+    its environment — disk full, an I/O error — where retrying the same command later can work.
     """
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def __reduce__(self) -> tuple[type[StoreError], tuple[str, int]]:
+        # A sweep worker's error crosses a process boundary by pickling; keep the exit code.
+        return (type(self), (str(self), self.exit_code))
+
+
+def read_only_error(path: Path, why: str) -> StoreError:
+    """The one message for "this store cannot be written" (exit 2: the user picks another path)."""
+    return StoreError(f"store {path} is read-only ({why}); pass --store with a writable file "
+                      "or set LAB_HOME to a writable folder")
+
+
+def store_fault(err: BaseException, path: Path) -> StoreError | None:
+    """The :class:`StoreError` for an SQLite or OS error that is the store's environment's fault
+    (disk full, read-only, I/O error), or None for anything else (busy, a bug), which the caller
+    re-raises unchanged.
+
+    SQLite names its errors (``sqlite_errorname``, Python 3.11+); the message text is the
+    fallback for older Pythons and for errors raised by tests.
+    """
+    if isinstance(err, sqlite3.Error):
+        name = str(getattr(err, "sqlite_errorname", "") or "")
+        text = str(err).lower()
+        if name.startswith("SQLITE_FULL") or "disk is full" in text:
+            return disk_full_error(path, _one_line(err))
+        if name.startswith("SQLITE_READONLY") or "readonly database" in text:
+            return read_only_error(path, _one_line(err))
+        if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
+            return StoreError(f"store {path}: disk I/O error ({_one_line(err)}); check the disk and rerun",
+                              EXIT_FAULT)
+    elif isinstance(err, OSError):
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return disk_full_error(path, _one_line(err))
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return read_only_error(path, _one_line(err))
+    return None
+
+
+def disk_full_error(path: Path, detail: str) -> StoreError:
+    """Disk full under a run (exit 1): the message says "disk full", which the run's row keeps."""
+    return StoreError(f"store {path}: disk full ({detail}); free space on that disk or pass --store "
+                      "with a file on another one", EXIT_FAULT)
 
 
 def default_store_path() -> Path:
@@ -36,6 +88,7 @@ def default_store_path() -> Path:
 
 
 def _one_line(err: BaseException) -> str:
+    """An error as one line: its OS message when it has one (no errno prefix), whitespace folded."""
     return " ".join(str(getattr(err, "strerror", None) or err).split())
 
 
