@@ -1,28 +1,23 @@
 """Headless export of a stored run: figures (png, svg, pdf, html), metrics.csv, or a zip bundle.
 
 Shares the figure builders of :mod:`engine.figures` with the app (no Streamlit import here).
-Static images go through kaleido, which drives a headless Chromium; the first export in a
-process starts kaleido's persistent sync server (a few seconds), later ones reuse it (~0.4 s).
-A render that does not answer within ``RENDER_TIMEOUT_S`` (Chromium crashed or hung: kaleido's
-own wait has no timeout) or that fails fails with a one-line error, and the next export starts a
-fresh server.
+Static images go through kaleido, which drives a headless Chromium, in a renderer process of
+our own (:mod:`engine.renderer`); the first export in a process starts it (a few seconds), later
+ones reuse it. A render that does not answer within ``RENDER_TIMEOUT_S`` (Chromium crashed or
+hung: kaleido's own wait has no timeout) or that fails fails with a one-line error; the renderer
+is killed and the next export starts a fresh one.
 HTML is self-contained (plotly.js embedded), so nothing is fetched when the file is opened.
 """
 
 from __future__ import annotations
 
-import atexit
 import csv
 import io
 import json
 import math
-import queue
 import tempfile
-import threading
-import time
-import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +26,7 @@ import plotly.graph_objects as go
 
 from engine import figures
 from engine.config import ConfigError
+from engine.renderer import RenderTimeout, default_renderer
 from engine.runner import write_metrics_csv
 from engine.store import RunStore
 
@@ -139,104 +135,6 @@ def _latest_artifact(store: RunStore, run_id: str, kind: str) -> dict[str, np.nd
 
 RENDER_TIMEOUT_S = 60.0  # the first export also starts Chromium: ~3 s idle, ~15 s on a busy 2-core box
 
-_server_lock = threading.Lock()
-_server_started = False
-_stop_registered = False
-# kaleido's sync server pairs requests and answers through two shared queues: two threads exporting at
-# once (two browser sessions) could receive each other's image, so renders go one at a time.
-_render_lock = threading.Lock()
-
-
-def _ensure_server() -> None:
-    """Start kaleido's persistent sync server once per process (stopped at exit), or again after
-    ``_drop_server``."""
-    global _server_started, _stop_registered
-    with _server_lock:
-        if _server_started:
-            return
-        import kaleido
-
-        start = getattr(kaleido, "start_sync_server", None)
-        if start is not None:
-            start(silence_warnings=True)
-            stop = getattr(kaleido, "stop_sync_server", None)
-            if stop is not None and not _stop_registered:
-                atexit.register(stop, silence_warnings=True)
-                _stop_registered = True
-        _server_started = True
-
-
-def _drop_server() -> None:
-    """Forget a server whose render timed out, so the next export starts a fresh one.
-
-    kaleido's ``stop_sync_server`` joins the server thread: fine when that thread has died (Chromium
-    crashed), but a thread still stuck awaiting a hung Chromium would block it forever. Such a server
-    is abandoned instead, through kaleido's private singleton: marked closed (so its exit hook does not
-    join it either) and replaced by a new instance with its own queues — the old thread reads its
-    queues through ``self``, so a late answer from it lands in the abandoned queues, never in a new
-    request's. Its daemon thread and browser are left behind.
-    """
-    global _server_started
-    with _server_lock:
-        _server_started = False
-        import kaleido
-
-        server = getattr(kaleido, "_global_server", None)
-        thread = getattr(server, "_thread", None)
-        if thread is not None and thread.is_alive():
-            server._initialized = False
-            type(server)._instance = None  # the class hands out one shared instance
-            kaleido._global_server = type(server)()
-        elif hasattr(kaleido, "stop_sync_server"):
-            kaleido.stop_sync_server(silence_warnings=True)
-
-
-def _server_alive() -> bool:
-    """False once kaleido's sync-server thread has died (its requests would then wait forever);
-    True while it runs, or when no sync server is in use."""
-    import kaleido
-
-    server = getattr(kaleido, "_global_server", None)
-    thread = getattr(server, "_thread", None)
-    return thread is None or not getattr(server, "_initialized", True) or thread.is_alive()
-
-
-def _bounded(render: Callable[[], bytes], timeout: float, alive: Callable[[], bool] = lambda: True) -> bytes:
-    """``render()`` in a daemon thread, waited on for at most ``timeout`` seconds, or until ``alive()``
-    says the renderer is gone (then there is no point waiting out the timeout).
-
-    A plain daemon thread rather than a ``concurrent.futures`` pool: pool workers are joined at
-    interpreter exit, so one stuck render would hang the process on the way out.
-    """
-    answer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
-
-    def work() -> None:
-        try:
-            answer.put((True, render()))
-        except BaseException as err:  # handed to the waiting thread
-            answer.put((False, err))
-
-    threading.Thread(target=work, name="lab-export-render", daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            ok, value = answer.get(timeout=max(0.0, min(0.25, deadline - time.monotonic())))
-            break
-        except queue.Empty:
-            if not alive():
-                raise TimeoutError("kaleido's render thread died (Chromium crashed?)") from None
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no answer from kaleido/Chromium within {timeout:g} s") from None
-    if not ok:
-        raise value
-    return value
-
-
-def _to_image(fig: go.Figure, fmt: str) -> bytes:
-    with warnings.catch_warnings():  # plotly always passes kopts; the server has its own
-        warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-        return fig.to_image(format=fmt)
-
 
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
@@ -250,17 +148,11 @@ def figure_bytes(fig: go.Figure, fmt: str) -> bytes:
     if fmt not in IMAGE_FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     try:
-        _ensure_server()
-        with _render_lock:
-            return _bounded(lambda: _to_image(fig, fmt), RENDER_TIMEOUT_S, _server_alive)
-    except TimeoutError as err:
-        _drop_server()
+        return default_renderer().render(fig.to_json(validate=False).encode(), fmt, RENDER_TIMEOUT_S)
+    except RenderTimeout as err:
         raise ExportError(f"{fmt} export failed ({_one_line(err)}); the next export restarts the "
                           "renderer, or use html/csv") from err
-    except Exception as err:
-        # A crashed Chromium first surfaces as an error ("Executor is closed") and leaves the server
-        # unable to answer the next request; a fresh server costs ~2 s once, a stale one a timeout.
-        _drop_server()
+    except Exception as err:  # the renderer has been restarted: the next export gets a fresh one
         raise ExportError(f"{fmt} export failed ({_one_line(err)}); {CHROMIUM_FIX}") from err
 
 
