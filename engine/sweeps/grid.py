@@ -177,8 +177,17 @@ class SweepSpec:
                 break
         return list(seen.values())
 
-    def cells(self) -> list[Cell]:
-        """Every (point, seed) as a validated config; raises ConfigError naming the bad cell."""
+    def cells(self, runnable: bool = True) -> list[Cell]:
+        """Every (point, seed) as a validated config; raises ConfigError naming the bad cell.
+
+        ``runnable`` also runs the checks a single run gets before it is recorded
+        (``engine.preflight.check_runnable``: the dataset is built, so ``data.n_train=5000`` on
+        digits is refused here, not as failed cells mid-sweep). Only a view of a sweep already
+        recorded passes False: it needs the expansion, not a verdict, and must still draw a sweep
+        whose cells were refused later.
+        """
+        from engine.preflight import check_runnable
+
         cells = []
         for point in self.points():
             for seed in self.seeds:
@@ -190,6 +199,8 @@ class SweepSpec:
                     data["preset"] = self.preset
                 try:
                     cfg = validate(data)
+                    if runnable:
+                        check_runnable(cfg)
                 except ConfigError as err:
                     raise ConfigError(f"sweep cell {cell_text} (seed {seed}): {err}") from None
                 cells.append(Cell(len(cells), point, seed, cfg.to_dict()))

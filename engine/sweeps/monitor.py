@@ -38,7 +38,7 @@ class CellState:
         return self.status in FINISHED
 
     def to_json(self) -> dict[str, Any]:
-        """The ``sweep --json`` cell object of design §4 (plus ``outcome`` and ``message``)."""
+        """A cell of ``sweep --json`` (README): params, seed, run id, status, final metrics, outcome, message."""
         return {"params": self.params, "seed": self.seed, "run_id": self.run_id, "status": self.status,
                 "final": self.final, "outcome": self.outcome, "message": self.message}
 
@@ -78,7 +78,7 @@ class SweepMonitor:
             raise StoreError(f"sweep {sweep_id!r}: no such sweep in {store.path}")
         self.store, self.sweep_id = store, record["id"]
         self.spec = SweepSpec.from_dict(record["spec"])
-        self.cells: list[Cell] = cells if cells is not None else self.spec.cells()
+        self.cells: list[Cell] = cells if cells is not None else self.spec.cells(runnable=False)
         self._final: dict[str, tuple[dict[str, float | None], str | None]] = {}
         self._steps: dict[str, int] = {}
 

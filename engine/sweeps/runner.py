@@ -54,6 +54,7 @@ class Sweep:
                 raise ConfigError(f"--resume {record['id']}: the sweep is still running in another process; "
                                   "stop it first (or wait for it)")
             self.sweep_id = record["id"]
+            cells = SweepSpec.from_dict(record["spec"]).cells()  # a resume checks its cells like a new sweep
         self.monitor = SweepMonitor(store, self.sweep_id, cells)
         self.state = "ready"  # ready → running → completed | stopped | failed
         self.error: str = ""

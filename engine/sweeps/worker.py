@@ -96,12 +96,14 @@ def record_failure(store: RunStore, task: CellTask, message: str) -> str:
 
 def run_into(store: RunStore, task: CellTask, should_stop: Callable[[], bool]) -> CellReport:
     """Train the cell into ``store``; setup errors (e.g. CUDA asked for but absent) become a failed run."""
+    from engine.preflight import check_runnable
     from engine.runner import build_trainer, execute
 
     if should_stop():  # queued before the stop, picked up after it: leave the cell pending
         return CellReport(task.index, None, "pending", "stopped before it started")
     cfg = validate(task.config)
     try:
+        check_runnable(cfg)  # done up front for the whole grid too; cheap here (cached per dataset)
         trainer = build_trainer(cfg)
     except ConfigError as err:
         return CellReport(task.index, record_failure(store, task, str(err)), "failed", str(err))
