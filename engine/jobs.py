@@ -5,10 +5,19 @@ for long runs: each metric keeps at most ``max_points`` points, and when the buf
 other old point is dropped (so a 100k-step curve keeps its shape at a fixed cost). Only the latest
 snapshot (and the latest decision boundary of a 2-D run) is kept. The store subscriber still persists
 every point.
+
+Failures never leave a page waiting: an exception in a technique or diagnostic ends the run as
+``failed`` (the trainer catches it) with a one-line reason in ``view().message``, and its traceback
+goes to the server log (logger ``engine.jobs``). Anything that escapes the trainer — the store
+refusing a write, a subscriber raising — is caught by the worker thread itself, which then marks
+the job (and the stored run, when it can) ``failed`` the same way; a thread that died silently
+would leave the job ``running`` forever and its Start button disabled.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +29,14 @@ from engine.config import ConfigError, RunConfig
 from engine.events import FINAL_STATES, Artifact, Eval, Event, Snapshot, Status, Step
 from engine.store import RunStore
 from engine.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """The first line of an error message, cut to ``limit`` characters (it is shown beside the status)."""
+    line = (message.strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 @dataclass
@@ -62,8 +79,10 @@ class Job:
     """One training run in a daemon thread; pause/resume/stop/set go straight to the trainer."""
 
     def __init__(self, cfg: RunConfig, store: RunStore | None = None, max_points: int = 4000) -> None:
+        from engine.preflight import check_runnable
         from engine.runner import build_trainer
 
+        check_runnable(cfg)  # dataset-level refusals (batch larger than the data, ...) before anything starts
         self.cfg = cfg
         self.store = store
         self.trainer: Trainer = build_trainer(cfg)
@@ -85,15 +104,39 @@ class Job:
         return self
 
     def _work(self) -> None:
-        if self.store is not None:
-            from engine.runner import execute
+        try:
+            if self.store is not None:
+                from engine.runner import execute
 
-            execute(self.cfg, self.store, self._on_event, trainer=self.trainer,
-                    on_created=lambda run_id: setattr(self, "run_id", run_id))
-        else:
-            self.trainer.run(self._on_event)
+                execute(self.cfg, self.store, self._on_event, trainer=self.trainer,
+                        on_created=lambda run_id: setattr(self, "run_id", run_id))
+            else:
+                self.trainer.run(self._on_event)
+        except Exception as err:  # escaped the trainer's own handling: still end as failed, never hang
+            log.exception("training worker for run %s failed", self.run_id or "(not yet recorded)")
+            message = one_line(f"{type(err).__name__}: {err}")
+            with self._lock:
+                self.state, self.message = "failed", message
+            self._record_failure(message)
+
+    def _record_failure(self, message: str) -> None:
+        """Mark the stored run failed if it is still open (best effort: the store may be the cause)."""
+        if self.store is None or self.run_id is None:
+            return
+        try:
+            run = self.store.get_run(self.run_id)
+            if run is not None and run.get("status") not in FINAL_STATES:
+                self.store.finish_run(self.run_id, "failed", message)
+        except Exception:  # the store itself failing: the next open marks the run interrupted
+            log.exception("could not mark run %s failed in the store", self.run_id)
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, Status) and event.state == "failed":
+            # The trainer reports a failure from inside its ``except`` block: the traceback is live
+            # here and this is the one place the app can log it.
+            if sys.exc_info()[0] is not None:
+                log.error("run %s failed: %s", self.run_id, event.message, exc_info=True)
+            event = Status("failed", one_line(event.message), event.step, event.outcome)
         with self._lock:
             if isinstance(event, Step | Eval):
                 self.step = max(self.step, event.step)
@@ -138,8 +181,13 @@ class Job:
             return
 
         def work() -> None:
-            for event in self.trainer.measure(instrument):
-                self._on_event(event)
+            try:
+                for event in self.trainer.measure(instrument):
+                    self._on_event(event)
+            except Exception as err:  # the run is over and stays as it ended; say why nothing came
+                log.exception("on-demand %s on run %s failed", instrument, self.run_id)
+                with self._lock:
+                    self.message = one_line(f"{instrument} failed: {type(err).__name__}: {err}")
 
         threading.Thread(target=work, name=f"lab-measure-{instrument}", daemon=True).start()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,7 @@ class Knob:
 
 
 def _choices(section: type, name: str = "name") -> tuple[str, ...]:
-    return typing.get_args(section.model_fields[name].annotation)
+    return section.choices(name)  # type: ignore[attr-defined]  # registered plugin names (engine.config)
 
 
 def knobs() -> list[Knob]:
@@ -77,16 +76,16 @@ def coerce(knob: Knob, value: Any) -> Any:
     if knob.type is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"{knob.key}: expected true or false (got {value!r})")
+        raise ValueError(f"{knob.key}: expected true or false (got {_shown(value)})")
     if knob.type is str:
         if knob.choices and value not in knob.choices:
-            raise ValueError(f"{knob.key}: must be one of {', '.join(knob.choices)} (got {value!r})")
+            raise ValueError(f"{knob.key}: must be one of {', '.join(knob.choices)} (got {_shown(value)})")
         return str(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{knob.key}: expected a number (got {value!r})")
+        raise ValueError(f"{knob.key}: expected a number (got {_shown(value)})")
     if knob.type is int:
         if value != int(value):
-            raise ValueError(f"{knob.key}: expected an integer (got {value!r})")
+            raise ValueError(f"{knob.key}: expected an integer (got {_shown(value)})")
         return int(value)
     return float(value)
 
@@ -169,37 +168,87 @@ def to_query(preset: str, variant: str | None, assignments: Sequence[str]) -> di
     return query
 
 
+MAX_SET_PARAMS = 500  # a view differs from its preset in a handful of values; more is not a view
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr`` of a URL part cut to ``limit`` characters, so one absurd parameter is one short line."""
+    try:
+        shown = repr(value)
+    except ValueError:  # an int past Python's digit limit cannot be printed
+        return f"a {type(value).__name__} too large to print"
+    return shown if len(shown) <= limit else f"{shown[:limit]}… ({len(shown):,} characters)"
+
+
 def from_query(params: Mapping[str, Sequence[str]], default_preset: str) -> View:
-    """Decode ``?preset=…&variant=…&set=key=value&set=…``; never raises — bad parts become problems."""
+    """Decode ``?preset=…&variant=…&set=key=value&set=…``; never raises — bad parts become problems.
+
+    A URL is input from anyone, so every part is decoded defensively: a value nested too deeply,
+    absurdly long or otherwise unusable is dropped with a one-line problem (shown as a warning) and
+    the preset loads without it; anything unexpected while decoding yields the default preset and
+    one problem rather than an exception in the page.
+    """
+    try:
+        return _decode_query(params, default_preset)
+    except Exception as err:  # the promise is "never raises": the page must open whatever the URL says
+        message = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        return View(default_preset, _default_variant(default_preset), [],
+                    [f"URL could not be read ({type(err).__name__}: {message}); showing {default_preset}"])
+
+
+def _default_variant(preset: str) -> str | None:
+    names = variants(preset)
+    return "baseline" if "baseline" in names else (names[0] if names else None)
+
+
+def _last(params: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = params.get(name) or []
+    if isinstance(values, str):
+        values = [values]
+    return str(values[-1]) if values else None
+
+
+def _decode_query(params: Mapping[str, Sequence[str]], default_preset: str) -> View:
     problems: list[str] = []
     ids = preset_ids()
-    preset = (params.get("preset") or [default_preset])[-1]
+    preset = _last(params, "preset") or default_preset
     if preset not in ids:
-        problems.append(f"URL preset={preset!r} is not a preset (choose one of {', '.join(ids)}); "
+        problems.append(f"URL preset={_shown(preset)} is not a preset (choose one of {', '.join(ids)}); "
                         f"showing {default_preset}")
         preset = default_preset
     names = variants(preset)
-    variant = (params.get("variant") or ["baseline" if "baseline" in names else None])[-1]
+    variant = _last(params, "variant") or ("baseline" if "baseline" in names else None)
     if names and variant not in names:
-        problems.append(f"URL variant={variant!r}: preset {preset} has {', '.join(names)}; showing the baseline")
+        problems.append(f"URL variant={_shown(str(variant))}: preset {preset} has {', '.join(names)}; "
+                        "showing the baseline")
         variant = names[0]
     knob_table = all_knobs()
     assignments: list[tuple[str, Any]] = []
-    for item in params.get("set", []):
+    items = params.get("set") or []
+    if isinstance(items, str):
+        items = [items]
+    if len(items) > MAX_SET_PARAMS:
+        problems.append(f"URL has {len(items):,} set= parameters; only the first {MAX_SET_PARAMS} were read")
+        items = list(items)[:MAX_SET_PARAMS]
+    for item in items:
+        item = str(item)
         key, sep, raw = item.partition("=")
         key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-            problems.append(f"URL set={item!r} ignored: expected KEY=VALUE, e.g. set=optim.lr=0.01")
+        if not sep or len(key) > 200 or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+            problems.append(f"URL set={_shown(item)} ignored: expected KEY=VALUE, e.g. set=optim.lr=0.01")
             continue
-        value = parse_value(raw)
-        knob = knob_table.get(key)
         try:
+            value = parse_value(raw)
+            knob = knob_table.get(key)
             if knob is not None:
                 value = coerce(knob, value)
             else:
                 _check_key(preset, variant, key, value)
         except (ValueError, ConfigError) as err:
-            problems.append(f"URL set={item!r} ignored: {err}")
+            problems.append(f"URL set={_shown(item)} ignored: {err}")
+            continue
+        except RecursionError:  # last resort: parse_value caps nesting, so this should not happen
+            problems.append(f"URL set={_shown(item)} ignored: nested too deeply")
             continue
         assignments.append((key, value))
     return View(preset, variant, assignments, problems)

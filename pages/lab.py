@@ -9,6 +9,7 @@ with its message right under the widget it names.
 from __future__ import annotations
 
 import json
+import logging
 from functools import partial
 from typing import Any
 
@@ -18,7 +19,7 @@ from engine import labstate
 from engine.config import ConfigError, apply_overrides, validate
 from engine.export import boundary_csv
 from engine.figures import curves, decision_boundary
-from engine.jobs import Job, JobView
+from engine.jobs import Job, JobView, one_line
 from engine.presets import get_preset, preset_config, preset_ids
 from engine.regularizers import all_techniques
 from engine.store import StoreError
@@ -201,6 +202,9 @@ if cols[0].button("Start", type="primary", disabled=cfg is None or (job is not N
         holder.job = Job(cfg, run_store()).start()
     except (ConfigError, StoreError) as err:
         config_error = str(err)
+    except Exception as err:  # a technique or model failing while it is built: say so, keep the page usable
+        logging.getLogger(__name__).exception("building the run failed")
+        st.error(f"could not start the run: {one_line(f'{type(err).__name__}: {err}')}")
 job = holder.job
 if cols[1].button("Pause", disabled=job is None or job.done):
     job.pause()
