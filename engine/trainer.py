@@ -13,9 +13,14 @@ One update, in the order every technique relies on (techniques.md §0):
     after_step        the model's own constraints (SAE decoder renormalisation), then the
                       techniques' proximal updates, decoupled decay, schedules
 
-A non-finite loss ends the run as ``diverged`` with the history kept; an exception ends it as
-``failed``. ``Trainer.events()`` is a generator, so the same loop serves the CLI, the UI worker
-and the tests; ``Trainer.run(*subscribers)`` drives it and hands every event to each subscriber.
+A non-finite loss ends the run as ``diverged`` with the history kept, and so does a finite
+blow-up: a training loss above ``BLOWUP_FACTOR`` (10⁴) × the *initial loss*, defined as the first
+recorded training loss (step 1's, measured before that step's update). A run whose loss climbed
+to 1e15 and stayed finite used to end "completed"; 10⁴ sits far above the spikes of a run that is
+still training and far below what a run that has left the basin reaches. An exception ends the
+run as ``failed``. ``Trainer.events()`` is a generator, so the same loop serves the CLI, the UI
+worker and the tests; ``Trainer.run(*subscribers)`` drives it and hands every event to each
+subscriber.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from engine.regularizers import Regularizer, get
 from engine.rng import technique_generator
 
 LIVE_KEYS = ("optim.lr", "optim.weight_decay")
+BLOWUP_FACTOR = 1e4  # a finite loss above this × the initial loss is a divergence (see the module docstring)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -233,6 +239,7 @@ class Trainer:
         yield from self._measure_due(0)
         if snap_every:
             yield self._snapshot(0)
+        initial_loss: float | None = None  # step 1's training loss: the blow-up reference
         for step in range(1, self.total_steps + 1):
             command = self._poll_command()
             if command is not None:
@@ -248,12 +255,15 @@ class Trainer:
                 self._update_size = _global_norm(torch._foreach_sub(self._weights(), before))
             self.step = step
             loss = metrics["train/loss"]
-            if not math.isfinite(loss):
+            if initial_loss is None:
+                initial_loss = loss
+            reason = _divergence(loss, initial_loss)
+            if reason:
                 self.state = "diverged"
                 self.final.update(metrics)
                 yield Step(step, metrics)
                 cause = f"; last live change: {self.last_change}" if self.last_change else ""
-                yield Status("diverged", f"diverged at step {step} (loss became {loss}){cause}", step, "diverged")
+                yield Status("diverged", f"diverged at step {step} ({reason}){cause}", step, "diverged")
                 return
             if log:
                 self.final.update(metrics)
@@ -418,6 +428,19 @@ class Trainer:
 
     def stop(self) -> None:
         self.commands.stop()
+
+
+def _divergence(loss: float, initial: float) -> str:
+    """Why ``loss`` means the run diverged, or "" while it has not.
+
+    Non-finite, or above ``BLOWUP_FACTOR`` × the initial (step-1) loss; a non-positive initial
+    loss gives no scale to compare against, so only non-finite values count then.
+    """
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    if initial > 0 and math.isfinite(initial) and loss > BLOWUP_FACTOR * initial:
+        return f"loss {loss:.3g} is above 10⁴ × the initial {initial:.3g}"
+    return ""
 
 
 def _plain_step(closure: Callable[[bool], Tensor], optimizer: torch.optim.Optimizer) -> Tensor:
