@@ -2,7 +2,12 @@
 
 Everything a run needs is here, validated *before* anything is built (scikit-learn style), so a
 bad value fails in milliseconds with a one-line message naming the dotted key, not minutes later
-inside the training loop. Keys are the fixed contract of design §4; unknown keys are errors.
+inside the training loop. Unknown keys are errors (README, "Config keys").
+
+The sections hold only what every run has (sizes, label noise, learning rate, ...). Which
+dataset, model, optimizer, schedule and loss exist — and the keys each of them reads, such as
+``data.p`` for modular arithmetic or ``loss.q`` for GCE — is declared by the plugins themselves
+(``engine/plugin.py``) and looked up in their registries here, so adding one is adding a file.
 
 Load/dump round-trips through JSON and (safe) YAML. ``apply_overrides`` implements
 ``--set a.b=v``: the value string is parsed as JSON when it can be (numbers, booleans, lists),
@@ -12,64 +17,167 @@ otherwise kept as a string, and pydantic then coerces it to the field's declared
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from engine import safe_input
+from engine.errors import ConfigError
 
+if TYPE_CHECKING:
+    from pydantic import ModelWrapValidatorHandler, SerializerFunctionWrapHandler
 
-class ConfigError(ValueError):
-    """A bad configuration value. ``str(err)`` is a single line naming the field and the fix."""
+    from engine.plugin import Param, Plugin
+    from engine.registry import Registry
+
+__all__ = ["ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @classmethod
+    def registries(cls) -> dict[str, Registry[Any]]:
+        """Fields whose value names a plugin, with the registry that plugin lives in."""
+        return {}
 
-DatasetName = Literal[
-    "moons", "circles", "spirals", "blobs", "xor", "digits", "modular",
-    "sparse_features", "teacher_student",
-]
+    @classmethod
+    def choices(cls, field: str = "name") -> tuple[str, ...]:
+        """The allowed values of a choice field: registered plugin names, or the field's literal values."""
+        registry = cls.registries().get(field)
+        if registry is not None:
+            return tuple(registry.names())
+        return typing.get_args(cls.model_fields[field].annotation)
 
 
-class DataConfig(_Section):
-    name: DatasetName = "moons"
+class _PluginSection(_Section):
+    """A section whose plugins declare their own keys (``data.p``, ``optim.momentum``, ``loss.q``).
+
+    The plugins' ``Param``s validate those keys; the values live beside the common fields, are
+    read as attributes (``cfg.data.p``) and are dumped flat, so the config key contract is the
+    same as when every key was a field. ``_STRICT`` sections (data) keep only the selected
+    plugin's keys and refuse another plugin's key set to a non-default value; the others keep
+    every declared key (an optimizer ignores the keys it does not read, as it always has).
+    """
+
+    _FAMILY: ClassVar[str] = ""
+    _STRICT: ClassVar[bool] = False
+    _LEGACY_KEYS: ClassVar[frozenset[str]] = frozenset()  # every key a pre-registry dump held
+    _params: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def _selected(cls, raw: dict[str, Any]) -> list[type[Plugin]]:
+        """The plugins the raw section picks (ValueError naming the field for an unknown name)."""
+        out = []
+        for field, registry in cls.registries().items():
+            name = raw.get(field, cls.model_fields[field].default)
+            if not isinstance(name, str) or name not in registry.load():
+                raise ValueError(registry.unknown(name))
+            out.append(registry[name])
+        return out
+
+    @classmethod
+    def declared(cls) -> dict[str, tuple[Param, list[str]]]:
+        """Every key a plugin of this section declares: its spec (first declaration) and who reads it."""
+        out: dict[str, tuple[Param, list[str]]] = {}
+        for registry in cls.registries().values():
+            for name, plugin in registry.sorted_items().items():
+                for spec in plugin.params:
+                    out.setdefault(spec.name, (spec, []))[1].append(name)
+        return out
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plugin_params(cls, data: Any, handler: ModelWrapValidatorHandler[_PluginSection]) -> _PluginSection:
+        if not isinstance(data, dict):
+            return handler(data)
+        selected = cls._selected(data)
+        declared = cls.declared()
+        if cls._STRICT:
+            own = {p.name: p for plugin in selected for p in plugin.params}
+        else:
+            own = {name: spec for name, (spec, _) in declared.items()}
+        legacy = bool(cls._LEGACY_KEYS) and data.keys() >= cls._LEGACY_KEYS
+        common, params = {}, {}
+        for key, value in data.items():
+            if key in cls.model_fields or key not in declared:
+                common[key] = value  # unknown keys are refused by pydantic, naming them
+            elif key in own:
+                params[key] = own[key].coerce(value, f"{cls._FAMILY}.{key}")
+            elif not legacy and value != declared[key][0].default:
+                readers = declared[key][1]
+                raise ValueError(f"{cls._FAMILY}.{key}: {cls._FAMILY}.name={data.get('name')} does not read {key} "
+                                 f"({'/'.join(readers)} does); remove it or set {cls._FAMILY}.name={readers[0]}")
+            # else: another plugin's key at its default, or an old full dump: nothing to keep
+        section = handler(common)
+        section._params = {name: params.get(name, spec.default) for name, spec in own.items()}
+        return section
+
+    @model_serializer(mode="wrap")
+    def _dump_params(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        out.update(self._params)
+        return out
+
+    def __getattr__(self, item: str) -> Any:
+        """Plugin-declared keys as attributes; another plugin's key reads as its declared default."""
+        if not item.startswith("_"):
+            private = object.__getattribute__(self, "__pydantic_private__") or {}
+            params = private.get("_params") or {}
+            if item in params:
+                return params[item]
+            spec = type(self).declared().get(item)
+            if spec is not None:
+                return spec[0].default
+        return super().__getattr__(item)  # type: ignore[misc]
+
+
+class DataConfig(_PluginSection):
+    _FAMILY: ClassVar[str] = "data"
+    _STRICT: ClassVar[bool] = True
+    _LEGACY_KEYS: ClassVar[frozenset[str]] = frozenset({
+        "name", "n_train", "n_test", "jitter", "dim", "n_classes", "informative", "noise", "noise_type", "p", "op",
+        "train_frac", "encoding", "n_labeled", "n_latents", "sparsity", "standardize", "tasks"})
+
+    name: str = "moons"
     n_train: int = Field(1000, ge=1, le=1_000_000, description="training examples (digits: taken from the 1,797)")
     n_test: int = Field(1000, ge=0, le=1_000_000, description="test examples (digits: the rest, capped by this)")
-    jitter: float = Field(0.1, ge=0, le=10, description="geometric noise of toy sets; teacher-student target noise std")
-    dim: int = Field(2, ge=1, le=4096, description="input dimension (xor, blobs, teacher_student, sparse_features)")
-    n_classes: int = Field(3, ge=2, le=1000, description="classes for blobs / spirals")
-    informative: int = Field(2, ge=1, le=64, description="xor: number of informative dimensions (parity)")
     noise: float = Field(0.0, ge=0, lt=1, description="label-noise rate on training labels")
     noise_type: Literal["symmetric", "class_dependent"] = "symmetric"
-    p: int = Field(97, ge=2, le=1000, description="modulus for modular arithmetic")
-    op: Literal["+", "-", "*", "/"] = "+"
-    train_frac: float = Field(0.3, gt=0, lt=1, description="modular: fraction of all pairs used for training")
-    encoding: Literal["onehot", "tokens"] = "onehot"
     n_labeled: int = Field(0, ge=0, description="semi-supervised: labelled training examples (0 = all)")
-    n_latents: int = Field(256, ge=1, le=65536, description="sparse_features: number of ground-truth features")
-    sparsity: float = Field(0.02, gt=0, lt=1, description="sparse_features: probability a feature is active")
     standardize: bool = True
     tasks: int = Field(1, ge=1, le=1000, description="plasticity: tasks with fresh random labels (1 = off)")
 
+    @classmethod
+    def registries(cls) -> dict[str, Registry[Any]]:
+        from engine.data import REGISTRY
+
+        return {"name": REGISTRY}
+
     @model_validator(mode="after")
     def _tasks_need_plain_labels(self) -> DataConfig:
-        from engine.compat import REGRESSION_DATASETS
+        from engine.traits import dataset_task
 
-        if self.tasks > 1 and (self.noise > 0 or self.n_labeled or self.name in REGRESSION_DATASETS):
+        if self.tasks > 1 and (self.noise > 0 or self.n_labeled or dataset_task(self.name) != "classification"):
             raise ValueError("data.tasks: random-label tasks need a classification dataset without data.noise "
                              "or data.n_labeled; set data.tasks=1 or remove those")
         return self
 
 
-ModelName = Literal["mlp", "quadratic_mlp", "cnn", "transformer", "random_features", "sae"]
-
-
 class ModelConfig(_Section):
-    name: ModelName = "mlp"
+    name: str = "mlp"
     width: int = Field(128, ge=1, le=65536, description="hidden width / latents / random features / d_model")
     depth: int = Field(2, ge=1, le=64, description="hidden layers (transformer: layers, ≤ 2)")
     activation: Literal["relu", "tanh", "gelu", "silu", "quadratic", "identity", "crelu"] = "relu"
@@ -81,27 +189,46 @@ class ModelConfig(_Section):
     d_mlp: int = Field(512, ge=1, le=65536, description="transformer MLP width")
     layernorm: bool = False
 
+    @classmethod
+    def registries(cls) -> dict[str, Registry[Any]]:
+        from engine.models import REGISTRY
 
-class OptimConfig(_Section):
-    name: Literal["sgd", "adam", "adamw", "lion", "diffgrad", "muon"] = "adam"
+        return {"name": REGISTRY}
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        registry = cls.registries()["name"]
+        if value not in registry.load():
+            raise ValueError(registry.unknown(value))
+        return value
+
+
+class OptimConfig(_PluginSection):
+    _FAMILY: ClassVar[str] = "optim"
+
+    name: str = "adam"
     lr: float = Field(1e-3, gt=0, le=100)
     weight_decay: float = Field(0.0, ge=0, le=100, description="decoupled: adamw, lion; coupled: sgd, adam, diffgrad")
-    momentum: float = Field(0.0, ge=0, lt=1)
-    nesterov: bool = False
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0, le=1)
-    schedule: Literal["constant", "cosine", "step", "warmup", "cosine_power"] = "constant"
-    power_p: float = Field(10.0, gt=1, le=1000, description="cosine_power schedule: base p (p → 1 is cosine)")
+    schedule: str = "constant"
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 (any schedule)")
-    step_every: int = Field(1000, ge=1, description="step schedule: decay period in steps")
-    step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
-    min_lr_frac: float = Field(0.0, ge=0, le=1, description="cosine: final lr as a fraction of lr")
+
+    @classmethod
+    def registries(cls) -> dict[str, Registry[Any]]:
+        from engine.optim import OPTIMIZERS, SCHEDULES
+
+        return {"name": OPTIMIZERS, "schedule": SCHEDULES}
 
     @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> OptimConfig:
-        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
-            raise ValueError("optim.nesterov needs optim.name=sgd and optim.momentum > 0")
+    def _plugin_checks(self) -> OptimConfig:
+        selected = [registry[getattr(self, field)] for field, registry in self.registries().items()]
+        reads = {p.name for plugin in selected for p in plugin.params}
+        for key, (spec, readers) in self.declared().items():
+            if spec.type is bool and key not in reads and getattr(self, key) is True:
+                raise ValueError(f"optim.{key} needs optim.name={'/'.join(readers)}; "
+                                 f"set optim.{key}=false or pick that optimizer")
+        for plugin in selected:
+            plugin.check_config(self)
         return self
 
 
@@ -114,14 +241,17 @@ class TrainConfig(_Section):
     threads: int = Field(0, ge=0, le=256, description="torch intra-op threads (0 = one)")
 
 
-class LossConfig(_Section):
-    name: Literal["ce", "mse", "gce", "z_spherical"] = "ce"
-    q: float = Field(0.7, ge=0.05, le=1, description="gce: q (q → 0 is CE, q = 1 is MAE)")
-    z_a: float = Field(1.0, ge=0.1, le=10, description="z_spherical: a in (1/a)·softplus(a(b − ẑ_y))")
-    z_b: float = Field(0.0, ge=-5, le=5, description="z_spherical: b")
+class LossConfig(_PluginSection):
+    _FAMILY: ClassVar[str] = "loss"
+
+    name: str = "ce"
     float64: bool = Field(False, description="compute the loss in float64 (grokking: delays softmax collapse)")
-    mse_reduction: Literal["half_sum", "mean"] = Field(
-        "half_sum", description="half_sum: ½Σ_c (f−y)² averaged over examples; mean: over all entries")
+
+    @classmethod
+    def registries(cls) -> dict[str, Registry[Any]]:
+        from engine.losses import LOSSES
+
+        return {"name": LOSSES}
 
 
 class RunConfig(_Section):

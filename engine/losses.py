@@ -11,19 +11,48 @@ whose curvature the diagnostics measure.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.config import LossConfig
-from engine.regularizers.base import Batch
+from engine.batch import Batch
+from engine.plugin import Param, Plugin
+from engine.registry import Registry
+
+if TYPE_CHECKING:
+    from engine.config import LossConfig
 
 OutputFn = Callable[[Tensor], Tensor]
 
 
 def log_softmax(logits: Tensor) -> Tensor:
     return logits.log_softmax(-1)  # = F.log_softmax(logits, dim=-1), without the wrapper (hot path)
+
+
+class LossFamily(Plugin):
+    """Base of a data loss: the tasks it serves, its own ``loss.<param>`` keys, and its per-example value.
+
+    ``per_example`` returns the per-example loss and the log-probabilities when the loss goes
+    through the output function (None for losses on raw outputs, e.g. MSE).
+    """
+
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
+
+    @classmethod
+    def per_example(cls, outputs: Tensor, batch: Batch, cfg: LossConfig, task: str,
+                    output_fn: OutputFn) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+
+LOSSES: Registry[type[LossFamily]] = Registry(__name__, "loss.name")
+
+
+def register_loss(cls: type[LossFamily]) -> type[LossFamily]:
+    """Class decorator: add a ``LossFamily`` subclass to the registry under ``cls.name``."""
+    LOSSES.add(cls.name, cls)
+    return cls
 
 
 def data_loss(
@@ -33,23 +62,71 @@ def data_loss(
     if cfg.float64:
         outputs = outputs.double()
     weight = None if batch.labeled is None else batch.labeled.to(outputs.dtype)
-    if task != "classification":
-        per_example = _mse(outputs, batch.y.to(outputs.dtype), cfg)
-        return _mean(per_example, weight), None
-    num_classes = outputs.shape[-1]
-    if cfg.name == "mse":
-        target = batch.y_soft if batch.y_soft is not None else F.one_hot(batch.y, num_classes)
-        return _mean(_mse(outputs, target.to(outputs.dtype), cfg), weight), None
-    log_probs = output_fn(outputs)
-    if cfg.name == "gce":
-        return _mean(gce_per_example(log_probs, batch, cfg.q), weight), log_probs
-    if cfg.name == "z_spherical":
-        return _mean(z_spherical_per_example(outputs, batch, cfg.z_a, cfg.z_b), weight), log_probs
-    if batch.y_soft is not None:
-        per_example = -(batch.y_soft.to(log_probs.dtype) * log_probs).sum(-1)
-    else:
-        per_example = _nll(log_probs, batch.y)
+    loss = MSE if task != "classification" else LOSSES.lookup(cfg.name)  # regression/reconstruction: MSE only
+    per_example, log_probs = loss.per_example(outputs, batch, cfg, task, output_fn)
     return _mean(per_example, weight), log_probs
+
+
+@register_loss
+class CrossEntropy(LossFamily):
+    """Cross-entropy on the output function's log-probabilities (hard or soft targets)."""
+
+    name = "ce"
+
+    @classmethod
+    def per_example(cls, outputs: Tensor, batch: Batch, cfg: LossConfig, task: str,
+                    output_fn: OutputFn) -> tuple[Tensor, Tensor | None]:
+        log_probs = output_fn(outputs)
+        if batch.y_soft is not None:
+            return -(batch.y_soft.to(log_probs.dtype) * log_probs).sum(-1), log_probs
+        return _nll(log_probs, batch.y), log_probs
+
+
+@register_loss
+class MSE(LossFamily):
+    """Squared error against one-hot (or soft) targets, or the regression targets."""
+
+    name = "mse"
+    tasks = frozenset({"classification", "regression", "reconstruction"})
+    params = (Param("mse_reduction", str, "half_sum", choices=("half_sum", "mean"),
+                    help="half_sum: ½Σ_c (f−y)² averaged over examples; mean: over all entries"),)
+
+    @classmethod
+    def per_example(cls, outputs: Tensor, batch: Batch, cfg: LossConfig, task: str,
+                    output_fn: OutputFn) -> tuple[Tensor, Tensor | None]:
+        if task != "classification":
+            return _mse(outputs, batch.y.to(outputs.dtype), cfg), None
+        target = batch.y_soft if batch.y_soft is not None else F.one_hot(batch.y, outputs.shape[-1])
+        return _mse(outputs, target.to(outputs.dtype), cfg), None
+
+
+@register_loss
+class GCE(LossFamily):
+    """Generalized cross-entropy (Zhang & Sabuncu 2018), robust to label noise."""
+
+    name = "gce"
+    params = (Param("q", float, 0.7, 0.05, 1, help="gce: q (q → 0 is CE, q = 1 is MAE)"),)
+
+    @classmethod
+    def per_example(cls, outputs: Tensor, batch: Batch, cfg: LossConfig, task: str,
+                    output_fn: OutputFn) -> tuple[Tensor, Tensor | None]:
+        log_probs = output_fn(outputs)
+        return gce_per_example(log_probs, batch, cfg.q), log_probs
+
+
+@register_loss
+class ZSpherical(LossFamily):
+    """Spherical Z-loss (de Brébisson & Vincent 2016) on standardised logits."""
+
+    name = "z_spherical"
+    params = (Param("z_a", float, 1.0, 0.1, 10, help="z_spherical: a in (1/a)·softplus(a(b − ẑ_y))"),
+              Param("z_b", float, 0.0, -5, 5, help="z_spherical: b"))
+
+    @classmethod
+    def per_example(cls, outputs: Tensor, batch: Batch, cfg: LossConfig, task: str,
+                    output_fn: OutputFn) -> tuple[Tensor, Tensor | None]:
+        log_probs = output_fn(outputs)
+        return z_spherical_per_example(outputs, batch, cfg.z_a, cfg.z_b), log_probs
 
 
 def gce_per_example(log_probs: Tensor, batch: Batch, q: float) -> Tensor:

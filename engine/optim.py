@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from engine.config import OptimConfig
+from engine.plugin import Param, Plugin
+from engine.registry import Registry
+
+if TYPE_CHECKING:
+    from engine.config import OptimConfig
 
 
 class Lion(torch.optim.Optimizer):
@@ -67,7 +71,7 @@ class DiffGrad(torch.optim.Optimizer):
 
     The clone is the fix: the original release stored the previous gradient *by reference*, so
     the difference was always 0, ξ ≡ 0.5 and the optimizer silently became Adam at half the
-    learning rate (techniques §12.2). Weight decay is coupled L2 as in the paper's code
+    learning rate. Weight decay is coupled L2 as in the paper's code
     (g ← g + λθ before everything, so ξ sees the decayed gradient). The last ξ of each tensor is
     kept in ``state[p]["xi"]`` for a histogram.
     """
@@ -108,7 +112,7 @@ class DiffGrad(torch.optim.Optimizer):
 
 
 class MuonAdamW(torch.optim.Optimizer):
-    """Muon for 2-D weights, AdamW for every other parameter, as one optimizer (techniques §12.5).
+    """Muon for 2-D weights, AdamW for every other parameter, as one optimizer (Jordan et al. 2024, *Muon*).
 
     2-D parameters (``p.ndim == 2``: linear weights, including the output layer) go to
     ``torch.optim.Muon``:  B ← μB + G;  B̃ = G + μB (Nesterov);  O = NewtonSchulz5(B̃) with
@@ -178,24 +182,154 @@ class MuonAdamW(torch.optim.Optimizer):
         self._link()
 
 
+class OptimizerFamily(Plugin):
+    """Base of an optimizer declaration: its own ``optim.<param>`` keys and how it is built."""
+
+    @classmethod
+    def build(cls, cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+
+class ScheduleFamily(Plugin):
+    """Base of a learning-rate schedule: ``factor`` multiplies the base lr after the warm-up."""
+
+    @classmethod
+    def factor(cls, cfg: OptimConfig, step: int, total_steps: int) -> float:
+        """Multiplier for 0-based update ``step`` ≥ ``cfg.warmup_steps``."""
+        raise NotImplementedError
+
+
+OPTIMIZERS: Registry[type[OptimizerFamily]] = Registry(__name__, "optim.name")
+SCHEDULES: Registry[type[ScheduleFamily]] = Registry(__name__, "optim.schedule")
+
+# Parameters several optimizers read; each optimizer lists the ones it uses.
+MOMENTUM = Param("momentum", float, 0.0, 0, 1, max_open=True, help="heavy-ball momentum (muon: 0 = its own 0.95)")
+NESTEROV = Param("nesterov", bool, False, help="Nesterov momentum (sgd with optim.momentum > 0)")
+BETA1 = Param("beta1", float, 0.9, 0, 1, max_open=True, help="first-moment decay")
+BETA2 = Param("beta2", float, 0.999, 0, 1, max_open=True, help="second-moment decay")
+EPS = Param("eps", float, 1e-8, 0, 1, min_open=True, help="denominator floor")
+MIN_LR_FRAC = Param("min_lr_frac", float, 0.0, 0, 1, help="cosine: final lr as a fraction of lr")
+
+
+def register_optimizer(name: str, *params: Param,
+                       check: Callable[[Any], None] | None = None) -> Callable[[Builder], Builder]:
+    """Decorator registering an optimizer builder ``(cfg, params) -> Optimizer`` with its parameters.
+
+    ``check`` refuses an optim section this optimizer cannot run with (ValueError naming the key).
+    """
+    def wrap(builder: Builder) -> Builder:
+        OPTIMIZERS.add(name, type(f"{name}_optimizer", (OptimizerFamily,), {
+            "__doc__": builder.__doc__, "__module__": builder.__module__, "name": name, "params": params,
+            "build": classmethod(lambda _cls, cfg, ps: builder(cfg, ps)),
+            "check_config": classmethod(lambda _cls, cfg: check(cfg) if check else None)}))
+        return builder
+    return wrap
+
+
+def register_schedule(name: str, *params: Param) -> Callable[[Factor], Factor]:
+    """Decorator registering a schedule ``(cfg, step, total_steps) -> factor`` with its parameters."""
+    def wrap(factor: Factor) -> Factor:
+        SCHEDULES.add(name, type(f"{name}_schedule", (ScheduleFamily,), {
+            "__doc__": factor.__doc__, "__module__": factor.__module__, "name": name, "params": params,
+            "factor": classmethod(lambda _cls, cfg, step, total: factor(cfg, step, total))}))
+        return factor
+    return wrap
+
+
+Builder = Callable[["OptimConfig", list[torch.nn.Parameter]], torch.optim.Optimizer]
+Factor = Callable[["OptimConfig", int, int], float]
+
+
+def _nesterov_needs_momentum(cfg: Any) -> None:
+    if cfg.nesterov and cfg.momentum <= 0:
+        raise ValueError("optim.nesterov needs optim.name=sgd and optim.momentum > 0")
+
+
+@register_optimizer("sgd", MOMENTUM, NESTEROV, check=_nesterov_needs_momentum)
+def _sgd(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD (coupled weight decay), optionally with (Nesterov) momentum."""
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+@register_optimizer("adam", BETA1, BETA2, EPS)
+def _adam(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam (coupled weight decay)."""
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                            weight_decay=cfg.weight_decay)
+
+
+@register_optimizer("adamw", BETA1, BETA2, EPS)
+def _adamw(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay)."""
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             weight_decay=cfg.weight_decay)
+
+
+@register_optimizer("lion", BETA1, BETA2)
+def _lion(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Lion (decoupled weight decay)."""
+    return Lion(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+@register_optimizer("diffgrad", BETA1, BETA2, EPS)
+def _diffgrad(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """diffGrad (coupled weight decay)."""
+    return DiffGrad(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+@register_optimizer("muon", MOMENTUM, BETA1, BETA2, EPS)
+def _muon(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Muon on the 2-D weights, AdamW on everything else (decoupled weight decay)."""
+    # μ: optim.momentum when set (> 0), else Muon's 0.95; always Nesterov (Jordan et al. 2024, the Muon write-up).
+    return MuonAdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum or 0.95,
+                     betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
 def build_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    betas = (cfg.beta1, cfg.beta2)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.name == "lion":
-        return Lion(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-    if cfg.name == "diffgrad":
-        return DiffGrad(params, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.name == "muon":
-        # μ: optim.momentum when set (> 0), else Muon's 0.95; always Nesterov (techniques §12.5).
-        return MuonAdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum or 0.95,
-                         betas=betas, eps=cfg.eps)
-    raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}")
+    """The configured optimizer over ``params`` (``ValueError`` naming ``optim.name`` if unknown)."""
+    return OPTIMIZERS.lookup(cfg.name).build(cfg, params)
+
+
+@register_schedule("constant")
+def _constant(cfg: OptimConfig, step: int, total_steps: int) -> float:
+    """Constant learning rate."""
+    return 1.0
+
+
+@register_schedule("warmup")
+def _warmup(cfg: OptimConfig, step: int, total_steps: int) -> float:
+    """Linear warm-up (optim.warmup_steps), then constant."""
+    return 1.0
+
+
+@register_schedule("cosine", MIN_LR_FRAC)
+def _cosine(cfg: OptimConfig, step: int, total_steps: int) -> float:
+    """Cosine decay from lr to min_lr_frac · lr over the steps after the warm-up."""
+    warm = cfg.warmup_steps
+    span = max(1, total_steps - warm)
+    progress = min(1.0, (step - warm) / span)
+    return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@register_schedule("cosine_power", Param("power_p", float, 10.0, 1, 1000, min_open=True,
+                                         help="cosine_power schedule: base p (p → 1 is cosine)"), MIN_LR_FRAC)
+def _cosine_power(cfg: OptimConfig, step: int, total_steps: int) -> float:
+    """Cosine power annealing (sharpDARTS): a sharper cosine, base power_p."""
+    # c = (1 + cos πt/T)/2, factor = min + (1 − min)(p^c − 1)/(p − 1);
+    # expm1 keeps (p^c − 1)/(p − 1) accurate as p → 1, where it tends to c (plain cosine).
+    warm = cfg.warmup_steps
+    span = max(1, total_steps - warm)
+    c = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / span)))
+    log_p = math.log(cfg.power_p)
+    return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * math.expm1(c * log_p) / math.expm1(log_p)
+
+
+@register_schedule("step", Param("step_every", int, 1000, 1, help="step schedule: decay period in steps"),
+                   Param("step_gamma", float, 0.1, 0, 1, min_open=True, help="step schedule: decay factor"))
+def _step(cfg: OptimConfig, step: int, total_steps: int) -> float:
+    """Multiply the lr by step_gamma every step_every steps."""
+    return cfg.step_gamma ** ((step - cfg.warmup_steps) // cfg.step_every)
 
 
 def schedule_factor(cfg: OptimConfig, step: int, total_steps: int) -> float:
@@ -203,20 +337,7 @@ def schedule_factor(cfg: OptimConfig, step: int, total_steps: int) -> float:
     warm = cfg.warmup_steps
     if warm and step < warm:
         return (step + 1) / warm
-    if cfg.schedule == "cosine":
-        span = max(1, total_steps - warm)
-        progress = min(1.0, (step - warm) / span)
-        return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
-    if cfg.schedule == "cosine_power":
-        # sharpDARTS cosine power annealing: c = (1 + cos πt/T)/2, factor = min + (1 − min)(p^c − 1)/(p − 1);
-        # expm1 keeps (p^c − 1)/(p − 1) accurate as p → 1, where it tends to c (plain cosine).
-        span = max(1, total_steps - warm)
-        c = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / span)))
-        log_p = math.log(cfg.power_p)
-        return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * math.expm1(c * log_p) / math.expm1(log_p)
-    if cfg.schedule == "step":
-        return cfg.step_gamma ** ((step - warm) // cfg.step_every)
-    return 1.0  # constant, and "warmup" after its warm-up
+    return SCHEDULES.lookup(cfg.schedule).factor(cfg, step, total_steps)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -28,6 +28,8 @@ class Param:
     log: bool = False  # UI slider on a log scale
     choices: tuple[str, ...] | None = None
     help: str = ""
+    min_open: bool = False  # the bound itself is excluded (a rate in (0, 1), a base p > 1)
+    max_open: bool = False
 
     def coerce(self, value: Any, where: str) -> Any:
         """Validate one value; raise ValueError('regularizers.x.p: …') naming the fix."""
@@ -59,6 +61,10 @@ class Param:
             raise ValueError(f"{where}: must be ≥ {self.min} (got {value!r})")
         if self.max is not None and number > self.max:
             raise ValueError(f"{where}: must be ≤ {self.max} (got {value!r})")
+        if self.min_open and number == self.min:
+            raise ValueError(f"{where}: must be > {self.min} (got {value!r})")
+        if self.max_open and number == self.max:
+            raise ValueError(f"{where}: must be < {self.max} (got {value!r})")
         return number
 
     def describe(self) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""One registry type for every plugin family (datasets, models, regularizers, diagnostics).
+"""One registry type for every plugin family (datasets, models, optimizers, schedules, losses,
+regularizers, diagnostics, sweep backends).
 
 A registry is a dict from name to plugin that fills itself lazily by importing every module of
-its package the first time it is read — so adding a technique or a dataset is adding a file.
+its package the first time it is read — so adding a technique or a dataset is adding a file. A
+registry may also belong to a single module (optimizers, losses): then loading imports that module.
 """
 
 from __future__ import annotations
@@ -35,11 +37,18 @@ class Registry(dict[str, T], Generic[T]):
     def load(self) -> Registry[T]:
         if not self._loaded:
             module = importlib.import_module(self.package)
-            for info in pkgutil.iter_modules(module.__path__):
+            for info in pkgutil.iter_modules(getattr(module, "__path__", ())):
                 if info.name != "base":
                     importlib.import_module(f"{self.package}.{info.name}")
             self._loaded = True
         return self
+
+    def names(self) -> list[str]:
+        return sorted(self.load())
+
+    def unknown(self, name: object) -> str:
+        """The one-line refusal of a name that is not registered: ``data.name: unknown; choose one of …``."""
+        return f"{self.key}: unknown {name!r}; choose one of {', '.join(self.names())}"
 
     def lookup(self, name: str) -> T:
         """The plugin called ``name``, or ValueError('<key>: unknown …; choose one of …')."""

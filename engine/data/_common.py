@@ -8,6 +8,17 @@ import numpy as np
 import torch
 
 from engine.data import Dataset
+from engine.plugin import Param
+
+# Parameters several dataset families share; each family lists the ones it reads in ``params``.
+JITTER = Param("jitter", float, 0.1, 0, 10, help="geometric noise of toy sets; teacher-student target noise std")
+DIM = Param("dim", int, 2, 1, 4096, help="input dimension")
+N_CLASSES = Param("n_classes", int, 3, 2, 1000, help="number of classes")
+
+
+def points_kind(cfg: Any) -> str:
+    """2-D inputs can be drawn as a decision boundary; anything wider is a plain vector."""
+    return "points2d" if cfg.dim == 2 else "vector"
 
 
 def data_rng(seed: int, purpose: int) -> np.random.Generator:

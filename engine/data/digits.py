@@ -37,7 +37,7 @@ def _raw() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-@register_dataset("digits")
+@register_dataset("digits", inputs="image", classes=10)
 def digits(cfg: DataConfig, seed: int) -> Dataset:
     """Seeded train/test split of the 1,797 digits, scaled /16 and train-mean centred."""
     x, y = _raw()

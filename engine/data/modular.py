@@ -12,14 +12,15 @@ Fourier/progress-measure diagnostics.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from engine.data import Dataset, register_dataset
+from engine.data import Dataset, DatasetFamily, register_family
 from engine.data._common import data_rng
+from engine.plugin import Param
 
 if TYPE_CHECKING:
     from engine.config import DataConfig
@@ -67,7 +68,53 @@ def encode(a: Tensor, b: Tensor, p: int, encoding: str) -> Tensor:
     raise ValueError(f"data.encoding: must be onehot or tokens (got {encoding!r})")
 
 
-@register_dataset("modular")
+# One-hot inputs hold 2p floats per pair and p² pairs: above this p they no longer fit a laptop.
+MAX_ONEHOT_P = 400
+
+
+@register_family
+class Modular(DatasetFamily):
+    """Modular arithmetic a ∘ b mod p (grokking): the full table, split by train_frac."""
+
+    name = "modular"
+    input_kinds: ClassVar[frozenset[str]] = frozenset({"vector", "tokens"})
+    params = (
+        Param("p", int, 97, 2, 1000, help="modulus for modular arithmetic"),
+        Param("op", str, "+", choices=("+", "-", "*", "/"), help="the operation a ∘ b"),
+        Param("train_frac", float, 0.3, 0, 1, min_open=True, max_open=True,
+              help="modular: fraction of all pairs used for training"),
+        Param("encoding", str, "onehot", choices=("onehot", "tokens"),
+              help="onehot: 2p-dim vectors for MLPs; tokens: [a, b, =] for the transformer"),
+    )
+
+    @classmethod
+    def inputs(cls, cfg: Any) -> str:
+        return "tokens" if cfg.encoding == "tokens" else "vector"
+
+    @classmethod
+    def num_classes(cls, cfg: Any) -> int | None:
+        return int(cfg.p)
+
+    @classmethod
+    def require_inputs(cls, cfg: Any, accepted: frozenset[str], model: str) -> None:
+        if "tokens" in accepted:
+            raise ValueError(f"data.encoding: the {model} reads tokens; set data.encoding=tokens")
+        raise ValueError(f"data.encoding: {model} needs onehot inputs; set data.encoding=onehot")
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        if cfg.op == "/" and not _is_prime(cfg.p):
+            raise ValueError(f"data.p: division mod p needs a prime modulus (got {cfg.p})")
+        if cfg.encoding == "onehot" and cfg.p > MAX_ONEHOT_P:
+            gigabytes = 2 * cfg.p**3 * 4 / 1e9
+            raise ValueError(f"data.p: one-hot inputs for p={cfg.p} need {gigabytes:.1f} GB; use p ≤ {MAX_ONEHOT_P}, "
+                             "or data.encoding=tokens with a model that reads tokens")
+
+    @classmethod
+    def build(cls, cfg: DataConfig, seed: int) -> Dataset:
+        return modular(cfg, seed)
+
+
 def modular(cfg: DataConfig, seed: int) -> Dataset:
     """Seeded ``train_frac`` split of the full a ∘ b mod p table (p classes)."""
     p = cfg.p

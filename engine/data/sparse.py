@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from engine.data import Dataset, register_dataset
-from engine.data._common import data_rng
+from engine.data._common import DIM, JITTER, data_rng
+from engine.plugin import Param
 
 if TYPE_CHECKING:
     from engine.config import DataConfig
@@ -32,6 +33,10 @@ _CODES = 502
 _TEACHER = 511
 _INPUTS = 512
 _TARGET_NOISE = 513
+
+N_LATENTS = Param("n_latents", int, 256, 1, 65536, help="sparse_features: number of ground-truth features")
+SPARSITY = Param("sparsity", float, 0.02, 0, 1, min_open=True, max_open=True,
+                 help="sparse_features: probability a feature is active")
 
 # Rows generated per block, bounding the (rows × n_latents) activation matrix in memory.
 _BLOCK_ROWS = 4096
@@ -47,7 +52,7 @@ def _sparse_codes(n: int, n_latents: int, sparsity: float, rng: np.random.Genera
     return codes
 
 
-@register_dataset("sparse_features")
+@register_dataset("sparse_features", task="reconstruction", params=(DIM, N_LATENTS, SPARSITY))
 def sparse_features(cfg: DataConfig, seed: int) -> Dataset:
     """x = Σ_active magnitude · feature, y = x; ground-truth features in ``meta``."""
     features = data_rng(seed, _FEATURES).standard_normal((cfg.n_latents, cfg.dim))
@@ -72,7 +77,7 @@ def sparse_features(cfg: DataConfig, seed: int) -> Dataset:
     )
 
 
-@register_dataset("teacher_student")
+@register_dataset("teacher_student", task="regression", params=(JITTER, DIM))
 def teacher_student(cfg: DataConfig, seed: int) -> Dataset:
     """Noisy linear teacher: y = x·w* + jitter·ε, y of shape (N, 1)."""
     n = cfg.n_train + cfg.n_test

@@ -14,7 +14,17 @@ import numpy as np
 from sklearn.datasets import make_blobs, make_circles, make_moons
 
 from engine.data import Dataset, register_dataset
-from engine.data._common import data_rng, sklearn_seed, split_by_permutation, standardize_by_train, to_dataset
+from engine.data._common import (
+    DIM,
+    JITTER,
+    N_CLASSES,
+    data_rng,
+    points_kind,
+    sklearn_seed,
+    split_by_permutation,
+    standardize_by_train,
+    to_dataset,
+)
 
 if TYPE_CHECKING:
     from engine.config import DataConfig
@@ -43,7 +53,7 @@ def _finish(name: str, cfg: DataConfig, seed: int, x: np.ndarray, y: np.ndarray,
     return to_dataset(name, x_tr, y_tr, x_te, y_te, num_classes, meta)
 
 
-@register_dataset("moons")
+@register_dataset("moons", inputs="points2d", params=(JITTER,), classes=2)
 def moons(cfg: DataConfig, seed: int) -> Dataset:
     """Two interleaving half-circles (2 classes; ``n_classes`` is ignored)."""
     n = cfg.n_train + cfg.n_test
@@ -51,7 +61,7 @@ def moons(cfg: DataConfig, seed: int) -> Dataset:
     return _finish("moons", cfg, seed, x, y, 2)
 
 
-@register_dataset("circles")
+@register_dataset("circles", inputs="points2d", params=(JITTER,), classes=2)
 def circles(cfg: DataConfig, seed: int) -> Dataset:
     """Two concentric circles, inner radius ``CIRCLES_FACTOR`` (2 classes; ``n_classes`` ignored)."""
     n = cfg.n_train + cfg.n_test
@@ -61,7 +71,7 @@ def circles(cfg: DataConfig, seed: int) -> Dataset:
     return _finish("circles", cfg, seed, x, y, 2)
 
 
-@register_dataset("spirals")
+@register_dataset("spirals", inputs="points2d", params=(JITTER, N_CLASSES), classes=lambda cfg: cfg.n_classes)
 def spirals(cfg: DataConfig, seed: int) -> Dataset:
     """``n_classes`` interleaved spiral arms with Gaussian jitter on the coordinates.
 
@@ -78,7 +88,8 @@ def spirals(cfg: DataConfig, seed: int) -> Dataset:
     return _finish("spirals", cfg, seed, x, y, c)
 
 
-@register_dataset("blobs")
+@register_dataset("blobs", inputs=points_kind, kinds=("points2d", "vector"), params=(JITTER, DIM, N_CLASSES),
+                  classes=lambda cfg: cfg.n_classes)
 def blobs(cfg: DataConfig, seed: int) -> Dataset:
     """``n_classes`` isotropic Gaussian blobs in ``dim`` dimensions (std = 10·jitter, see module)."""
     n = cfg.n_train + cfg.n_test

@@ -14,22 +14,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.data import Dataset, register_dataset
-from engine.data._common import data_rng, standardize_by_train, to_dataset
+from engine.data._common import DIM, JITTER, data_rng, points_kind, standardize_by_train, to_dataset
+from engine.plugin import Param
 
 if TYPE_CHECKING:
     from engine.config import DataConfig
 
 _GENERATE = 201
+INFORMATIVE = Param("informative", int, 2, 1, 64, help="xor: number of informative dimensions (parity)")
 
 
-@register_dataset("xor")
-def xor(cfg: DataConfig, seed: int) -> Dataset:
-    """Parity of ``informative`` sign coordinates hidden in ``dim`` dimensions (2 classes)."""
+def check_xor(cfg: Any) -> None:
+    """The parity needs as many dimensions as it reads: refuse before building, naming both keys."""
     if cfg.dim < cfg.informative:
         raise ValueError(
             f"data.dim: must be ≥ data.informative ({cfg.informative}) for xor (got {cfg.dim}); "
             "raise data.dim or lower data.informative"
         )
+
+
+@register_dataset("xor", inputs=points_kind, kinds=("points2d", "vector"), params=(JITTER, DIM, INFORMATIVE),
+                  classes=2, check=check_xor)
+def xor(cfg: DataConfig, seed: int) -> Dataset:
+    """Parity of ``informative`` sign coordinates hidden in ``dim`` dimensions (2 classes)."""
+    check_xor(cfg)
     n = cfg.n_train + cfg.n_test
     rng = data_rng(seed, _GENERATE)
     signs = rng.choice(np.array([-1.0, 1.0]), size=(n, cfg.dim))

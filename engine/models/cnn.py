@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from engine.models import LabModel, register_model
+from engine.models import LabModel, ModelFamily, register_model
 from engine.models.mlp import apply_init, make_activation
 
 if TYPE_CHECKING:
@@ -69,7 +69,20 @@ class CNN(LabModel):
         return self.out(self.drop(h))
 
 
-@register_model("cnn")
+@register_model
+class CNNModel(ModelFamily):
+    """Small two-block CNN for images (8×8 digits)."""
+
+    name = "cnn"
+    tasks = frozenset({"classification"})
+    inputs = frozenset({"image"})
+    traits = frozenset({"dropout_slots", "relu_units", "conv"})
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:
+        return build_cnn(cfg, dataset)
+
+
 def build_cnn(cfg: ModelConfig, dataset: Dataset) -> LabModel:
     model = CNN(image_shape(dataset), dataset.output_dim, cfg.width, CHANNELS, cfg.activation, cfg.bias, cfg.dropout)
     apply_init(model, cfg)

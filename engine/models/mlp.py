@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from engine.models import LabModel, register_model
+from engine.models import LabModel, ModelFamily, register_model
 
 if TYPE_CHECKING:
     from engine.config import ModelConfig
@@ -126,7 +126,18 @@ class MLP(LabModel):
         return self.out(self.drops[-1](h))
 
 
-@register_model("mlp")
+@register_model
+class MLPModel(ModelFamily):
+    """Fully connected network: depth × (Linear → activation → Dropout), then a linear head."""
+
+    name = "mlp"
+    traits = frozenset({"dropout_slots", "relu_units", "hidden_stack", "first_layer_linear", "crelu"})
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:
+        return build_mlp(cfg, dataset)
+
+
 def build_mlp(cfg: ModelConfig, dataset: Dataset) -> LabModel:
     model = MLP(flat_dim(dataset), dataset.output_dim, cfg.width, cfg.depth, cfg.activation, cfg.bias, cfg.dropout)
     apply_init(model, cfg)
@@ -162,7 +173,18 @@ class QuadraticMLP(LabModel):
         return self.out(self.drop(h))
 
 
-@register_model("quadratic_mlp")
+@register_model
+class QuadraticMLPModel(ModelFamily):
+    """Linear → x² → Linear: Gromov's solvable grokking model."""
+
+    name = "quadratic_mlp"
+    traits = frozenset({"dropout_slots", "first_layer_linear", "own_activation"})
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:
+        return build_quadratic_mlp(cfg, dataset)
+
+
 def build_quadratic_mlp(cfg: ModelConfig, dataset: Dataset) -> LabModel:
     """``model.activation`` and ``model.depth`` are ignored: the architecture is fixed by the paper."""
     model = QuadraticMLP(flat_dim(dataset), dataset.output_dim, cfg.width, cfg.bias, cfg.dropout)

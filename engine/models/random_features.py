@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from engine.models import LabModel, register_model
+from engine.models import LabModel, ModelFamily, register_model
 from engine.models.mlp import flat_dim, make_activation, scale_parameters_
 
 if TYPE_CHECKING:
@@ -57,7 +57,18 @@ class RandomFeatures(LabModel):
         return self.readout(self.drop(h))
 
 
-@register_model("random_features")
+@register_model
+class RandomFeaturesModel(ModelFamily):
+    """Fixed random features with a trainable linear readout (double descent)."""
+
+    name = "random_features"
+    traits = frozenset({"dropout_slots", "relu_units", "fixed_features"})
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:
+        return build_random_features(cfg, dataset)
+
+
 def build_random_features(cfg: ModelConfig, dataset: Dataset) -> LabModel:
     """``model.width`` = number of random features N; ``model.depth`` is ignored."""
     model = RandomFeatures(flat_dim(dataset), dataset.output_dim, cfg.width, cfg.activation, cfg.bias, cfg.dropout)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from engine.models import LabModel, register_model
+from engine.models import LabModel, ModelFamily, register_model
 from engine.models.mlp import flat_dim
 
 if TYPE_CHECKING:
@@ -92,7 +92,20 @@ class SparseAutoencoder(LabModel):
             g.sub_((g * w).sum(dim=0, keepdim=True) * w)
 
 
-@register_model("sae")
+@register_model
+class SAEModel(ModelFamily):
+    """Sparse autoencoder reconstructing its inputs through non-negative latents."""
+
+    name = "sae"
+    tasks = frozenset({"reconstruction"})
+    inputs = frozenset({"vector"})
+    traits = frozenset({"sae_latents", "own_activation"})
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:
+        return build_sae(cfg, dataset)
+
+
 def build_sae(cfg: ModelConfig, dataset: Dataset) -> LabModel:
     """``model.width`` = number of latents; ``model.depth``/``activation``/``heads`` are ignored."""
     d = flat_dim(dataset)

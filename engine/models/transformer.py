@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from engine.models import LabModel, register_model
+from engine.models import LabModel, ModelFamily, register_model
 from engine.models.mlp import scale_parameters_
 
 if TYPE_CHECKING:
@@ -145,7 +145,20 @@ def _vocab(dataset: Dataset) -> int:
     return int(max(dataset.x_train.max().item(), dataset.x_test.max().item() if dataset.x_test.numel() else 0)) + 1
 
 
-@register_model("transformer")
+@register_model
+class TransformerModel(ModelFamily):
+    """Tiny transformer over token sequences, read out at the last position."""
+
+    name = "transformer"
+    tasks = frozenset({"classification", "sequence"})
+    inputs = frozenset({"tokens"})
+    traits = frozenset({"dropout_slots", "relu_units", "attention", "own_activation"})
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:
+        return build_transformer(cfg, dataset)
+
+
 def build_transformer(cfg: ModelConfig, dataset: Dataset) -> LabModel:
     """``model.width`` is d_model (d_head = width / heads); ``model.activation`` is ignored (ReLU, as in the paper)."""
     if len(dataset.input_shape) != 1:

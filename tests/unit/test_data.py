@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from functools import cache
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,7 +52,43 @@ def assert_identical(a: Dataset, b: Dataset) -> None:
 
 
 def test_registry_covers_every_config_name() -> None:
-    assert set(dataset_names()) == set(get_args(DataConfig.model_fields["name"].annotation)) == set(SMALL)
+    assert set(dataset_names()) == set(DataConfig.choices()) == set(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_declarations_match_what_the_dataset_builds(name: str) -> None:
+    """Task, input kind and class count are declared without building; the built data must agree."""
+    cfg = cfg_for(name)
+    family = REGISTRY.lookup(name)
+    data = build_dataset(cfg, seed=0)
+    assert data.task == family.task
+    assert data.num_classes == family.num_classes(cfg)
+    kind = family.inputs(cfg)
+    assert kind in family.input_kinds
+    if kind == "points2d":
+        assert data.input_shape == (2,)
+    if kind == "tokens":
+        assert torch.equal(data.x_train, data.x_train.round())
+    if kind in ("vector", "image"):
+        assert torch.is_floating_point(data.x_train) and len(data.input_shape) == 1
+
+
+def test_input_kind_follows_the_config() -> None:
+    modular = REGISTRY.lookup("modular")
+    assert modular.inputs(cfg_for("modular", encoding="tokens")) == "tokens"
+    assert modular.inputs(cfg_for("modular")) == "vector"
+    blobs = REGISTRY.lookup("blobs")
+    assert blobs.inputs(cfg_for("blobs", dim=2)) == "points2d" and blobs.inputs(cfg_for("blobs")) == "vector"
+
+
+def test_dataset_parameters_belong_to_their_dataset() -> None:
+    """A dataset's own keys are read as attributes and dumped; another dataset's key is refused."""
+    cfg = DataConfig(name="modular", p=53)
+    assert cfg.p == 53 and cfg.model_dump()["p"] == 53
+    assert "p" not in DataConfig(name="moons").model_dump()
+    assert DataConfig(name="moons").p == 97  # read-only fallback: the declaring dataset's default
+    with pytest.raises(ValueError, match=r"data\.p: data\.name=moons does not read p \(modular does\)"):
+        DataConfig(name="moons", p=53)
 
 
 # ---------------------------------------------------------------- every dataset
@@ -330,7 +366,7 @@ def test_build_dataset_applies_noise_for_every_classification_family() -> None:
 
 @pytest.mark.parametrize("name", ["sparse_features", "teacher_student"])
 def test_noise_and_few_labels_need_classification(name: str) -> None:
-    data = REGISTRY[name](cfg_for(name), 0)
+    data = REGISTRY[name].build(cfg_for(name), 0)
     with pytest.raises(ValueError, match=r"^data\.noise:"):
         apply_label_noise(data, 0.2, "symmetric", 0)
     with pytest.raises(ValueError, match=r"^data\.n_labeled:"):
