@@ -54,6 +54,7 @@ class Sweep:
                 raise ConfigError(f"--resume {record['id']}: the sweep is still running in another process; "
                                   "stop it first (or wait for it)")
             self.sweep_id = record["id"]
+            refuse_live_cells(store, self.sweep_id)
             cells = SweepSpec.from_dict(record["spec"]).cells()  # a resume checks its cells like a new sweep
         self.monitor = SweepMonitor(store, self.sweep_id, cells)
         self.state = "ready"  # ready → running → completed | stopped | failed
@@ -139,3 +140,20 @@ class Sweep:
 
     def view(self) -> SweepView:
         return self.monitor.view()
+
+
+def refuse_live_cells(store: RunStore, sweep_id: str) -> None:
+    """Refuse a resume while a cell's run still has a live owner process (ConfigError, one line).
+
+    Called after ``recover_interrupted``, so every run still ``running`` belongs to a process that
+    is alive: a worker of a driver that is still going (or, briefly, one that has not yet noticed
+    its driver died). Resuming then would train that cell a second time beside it; refusing is
+    the only answer that can never double a cell, and waiting a second is enough after a kill.
+    """
+    live = store.list_runs(status="running", sweep_id=sweep_id)
+    if not live:
+        return
+    cells = sorted({tag[5:] for run in live for tag in run["tags"] if tag.startswith("cell:")}, key=int)
+    owners = sorted({f"{run['pid']}" + (f" on {run['hostname']}" if run["hostname"] else "") for run in live})
+    raise ConfigError(f"--resume {sweep_id}: cell {', '.join(cells) or '?'} still running in process "
+                      f"{', '.join(owners)}; wait for it to end (or stop it), then resume")

@@ -8,6 +8,9 @@ engine (torch included), so a worker starts in milliseconds, not seconds, and in
 threads or open SQLite handles from the caller (a Streamlit server has many); ``spawn`` is the
 fallback where forkserver does not exist. Each worker opens the store itself.
 
+Workers die with the driver (``engine.sweeps.lifeline``): a ``kill -9`` of the driver takes the
+workers, and with them the fork server and the resource tracker, down within a second.
+
 If a worker process dies (OOM killer, segfault) the pool breaks and every cell then running is
 lost with it: those cells are retried once in a fresh pool, then recorded as failed.
 """
@@ -15,6 +18,7 @@ lost with it: those cells are retried once in a fresh pool, then recorded as fai
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,15 +26,18 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from engine.config import ConfigError
+from engine.store import _process_start_ticks
 from engine.sweeps.backends import Backend, Done, default_workers, register
+from engine.sweeps.lifeline import bind_to_driver
 from engine.sweeps.worker import CellReport, CellTask, run_cell
 
 _STOP: Any = None  # the pool's stop flag, set in each worker by the initializer
 
 
-def _init_worker(stop: Any) -> None:
+def _init_worker(stop: Any, driver_pid: int, driver_start: int | None) -> None:
     global _STOP
     _STOP = stop
+    bind_to_driver(driver_pid, driver_start)
 
 
 def _pool_cell(task: CellTask) -> CellReport:
@@ -60,8 +67,9 @@ class LocalPool(Backend):
         todo, retried = deque(tasks), set[int]()
         while todo and not self._stop.is_set():
             workers = default_workers(todo, self.workers)
+            driver = os.getpid()
             with ProcessPoolExecutor(workers, mp_context=self._ctx, initializer=_init_worker,
-                                     initargs=(self._stop,)) as pool:
+                                     initargs=(self._stop, driver, _process_start_ticks(driver))) as pool:
                 broken = self._round(pool, workers, todo, retried, done)
             retried.update(t.index for t in broken)
             todo.extendleft(reversed(broken))  # retried first, once, in a fresh pool
