@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.data import Dataset
+from engine.data.base import Dataset
 from engine.plugin import Param
 
 # Parameters several dataset families share; each family lists the ones it reads in ``params``.

@@ -21,8 +21,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from engine.data import Dataset
 from engine.data._common import data_rng
+from engine.data.base import Dataset
 
 _NOISE = 901
 _FEW_LABELS = 902
