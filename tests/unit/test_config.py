@@ -121,3 +121,80 @@ def test_random_set_strings_only_ever_raise_config_error(assignments: list[str])
         validate(apply_overrides(preset_config("noisy-labels"), assignments))
     except ConfigError as err:
         assert "\n" not in str(err)
+
+
+# ---- plugin-declared keys and names from the registries ------------------------------------------
+
+# A config as runs stored before datasets declared their own parameters: the full dump, every
+# field of every dataset, with values the Lab could leave behind after switching datasets.
+OLD_STYLE_DUMP = {
+    "name": None, "preset": None, "seed": 3, "device": "auto",
+    "data": {"name": "moons", "n_train": 200, "n_test": 100, "jitter": 0.2, "dim": 7, "n_classes": 5,
+             "informative": 3, "noise": 0.1, "noise_type": "symmetric", "p": 53, "op": "/", "train_frac": 0.5,
+             "encoding": "tokens", "n_labeled": 0, "n_latents": 64, "sparsity": 0.1, "standardize": True, "tasks": 1},
+    "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "relu", "bias": True, "init_scale": 1.0,
+              "init_std": None, "dropout": 0.0, "heads": 4, "d_mlp": 512, "layernorm": False},
+    "optim": {"name": "sgd", "lr": 0.1, "weight_decay": 0.0, "momentum": 0.9, "nesterov": True, "beta1": 0.9,
+              "beta2": 0.999, "eps": 1e-08, "schedule": "cosine", "power_p": 10.0, "warmup_steps": 0,
+              "step_every": 1000, "step_gamma": 0.1, "min_lr_frac": 0.1},
+    "train": {"steps": 10, "batch_size": 0, "eval_every": 5, "log_every": 1, "snapshot_every": 0, "threads": 0},
+    "loss": {"name": "gce", "q": 0.5, "z_a": 1.0, "z_b": 0.0, "float64": False, "mse_reduction": "half_sum"},
+    "regularizers": {"l2": {"enabled": True, "lambda": 0.01, "include_bias": False}}, "diagnostics": {},
+}
+
+
+def test_old_style_full_dump_still_loads() -> None:
+    """Stored runs (show, Compare, export) keep loading: another dataset's keys in a full dump are dropped."""
+    cfg = validate(OLD_STYLE_DUMP)
+    assert cfg.data.name == "moons" and cfg.data.jitter == 0.2 and cfg.data.n_train == 200
+    assert "p" not in cfg.to_dict()["data"] and "encoding" not in cfg.to_dict()["data"]
+    assert cfg.optim.momentum == 0.9 and cfg.optim.nesterov is True and cfg.optim.min_lr_frac == 0.1
+    assert cfg.loss.q == 0.5
+    assert loads(dump(cfg)) == cfg
+
+
+def test_dataset_keys_belong_to_their_dataset() -> None:
+    cfg = validate(apply_overrides(preset_config("grokking-quadratic"), ["data.p=53"]))
+    assert cfg.data.p == 53 and cfg.to_dict()["data"]["p"] == 53
+    with pytest.raises(ConfigError, match=r"^data\.p: .*moons.*modular.*data\.name=modular"):
+        validate(apply_overrides({}, ["data.name=moons", "data.p=53"]))
+    # switching dataset on top of a preset that sets the old dataset's keys at their defaults works
+    moons = validate(apply_overrides(preset_config("grokking-quadratic"), ["data.name=moons"]))
+    assert moons.data.name == "moons" and "p" not in moons.to_dict()["data"]
+    assert moons.data.p == 97 and moons.data.encoding == "onehot"  # reads of another dataset's key: its default
+
+
+@pytest.mark.parametrize(("key", "choices"), [
+    ("data.name", "blobs, circles, digits"), ("model.name", "cnn, mlp"), ("optim.name", "adam, adamw"),
+    ("optim.schedule", "constant, cosine"), ("loss.name", "ce, gce, mse"),
+])
+def test_names_come_from_the_registries(key: str, choices: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(apply_overrides({}, [f"{key}=nope"]))
+    assert str(info.value).startswith(f"{key}: unknown 'nope'; choose one of {choices}")
+
+
+def test_declared_keys_are_checked_by_their_declaration() -> None:
+    with pytest.raises(ConfigError, match=r"^loss\.q: must be ≥ 0\.05"):
+        validate({"loss": {"name": "gce", "q": 0.01}})
+    with pytest.raises(ConfigError, match=r"^optim\.nesterov needs optim\.name=sgd"):
+        validate({"optim": {"name": "adam", "nesterov": True}})
+    with pytest.raises(ConfigError, match=r"^optim\.nesterov needs optim\.name=sgd and optim\.momentum > 0"):
+        validate({"optim": {"name": "sgd", "nesterov": True}})
+    with pytest.raises(ConfigError, match=r"^data\.dim: must be ≥ data\.informative"):
+        validate({"data": {"name": "xor", "dim": 2, "informative": 3}})
+
+
+def test_compatibility_comes_from_declarations() -> None:
+    with pytest.raises(ConfigError, match=r"^model\.name: cnn needs data\.name in \['digits'\] \(got moons\)"):
+        validate({"model": {"name": "cnn"}})
+    with pytest.raises(ConfigError, match=r"^model\.name: sae needs data\.name in \['sparse_features'\]"):
+        validate({"model": {"name": "sae"}})
+    with pytest.raises(ConfigError, match=r"^loss\.name: teacher_student is a regression/reconstruction task; "
+                                          r"set loss\.name=mse"):
+        validate({"data": {"name": "teacher_student"}})
+    with pytest.raises(ConfigError, match=r"^model\.activation: crelu .* only model\.name=mlp"):
+        validate({"model": {"name": "random_features", "activation": "crelu"}})
+    with pytest.raises(ConfigError, match=r"^data\.p: division mod p needs a prime modulus \(got 96\)"):
+        validate({"data": {"name": "modular", "p": 96, "op": "/"}})
+    assert validate({"data": {"name": "modular", "encoding": "tokens"}, "model": {"name": "transformer"}})

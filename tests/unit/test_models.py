@@ -301,3 +301,30 @@ def test_sae_untied_init_and_scale() -> None:
     scaled = build("sae", data, seed=5, width=32, init_scale=2.0)
     torch.testing.assert_close(scaled.encoder.weight, 2.0 * tied.encoder.weight)
     torch.testing.assert_close(scaled.decoder.weight.norm(dim=0), torch.ones(32))
+
+
+# ---- declarations: what each model accepts and can do, checked against the module it builds ------
+
+KIND_OF = {vec_data: "vector", digits_data: "image", token_data: "tokens", recon_data: "vector"}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_declared_traits_match_the_built_module(name: str) -> None:
+    factory, kw, _, _ = CASES[name]
+    family = REGISTRY.lookup(name)
+    data = factory()
+    assert data.task in family.tasks and KIND_OF[factory] in family.inputs
+    model = build(name, data, **kw)
+    modules = list(model.modules())
+    assert ("dropout_slots" in family.traits) == bool(model.dropout_slots)
+    assert ("conv" in family.traits) == any(isinstance(m, nn.Conv2d) for m in modules)
+    assert ("relu_units" in family.traits) == any(isinstance(m, nn.ReLU) for m in modules)  # default activation
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    readout_only = any(isinstance(m, nn.Linear) and {id(p) for p in m.parameters()} == trainable for m in modules)
+    assert ("fixed_features" in family.traits) == readout_only
+
+
+def test_models_declare_what_they_accept() -> None:
+    assert REGISTRY.lookup("cnn").inputs == {"image"} and REGISTRY.lookup("transformer").inputs == {"tokens"}
+    assert REGISTRY.lookup("sae").tasks == {"reconstruction"}
+    assert {"points2d", "vector", "image"} <= REGISTRY.lookup("mlp").inputs

@@ -1,4 +1,4 @@
-"""Extended optimizer options (techniques §12.5): cosine power annealing and Muon (+ AdamW)."""
+"""Extended optimizer options: cosine power annealing and Muon (+ AdamW), and the optimizer/schedule/loss registries."""
 
 from __future__ import annotations
 
@@ -204,3 +204,36 @@ def test_trainer_runs_muon_on_moons() -> None:
     assert len(losses) >= 10 and all(math.isfinite(v) for v in losses)
     k = len(losses) // 4
     assert sum(losses[-k:]) / k < 0.95 * sum(losses[:k]) / k  # 20 steps on moons: ≈ 0.69 → 0.62
+
+
+# ---- registries: one declaration per optimizer / schedule / loss -----------------------------------
+
+def test_every_registered_optimizer_builds_and_steps() -> None:
+    from engine.optim import OPTIMIZERS
+
+    assert {"sgd", "adam", "adamw", "lion", "diffgrad", "muon"} <= set(OPTIMIZERS.load())
+    for name in OPTIMIZERS.names():
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 3)
+        before = layer.weight.detach().clone()
+        opt = build_optimizer(OptimConfig(name=name, lr=0.01), list(layer.parameters()))
+        layer(torch.randn(8, 4)).pow(2).sum().backward()
+        opt.step()
+        assert not torch.equal(before, layer.weight.detach()), name
+
+
+def test_schedules_are_registered_with_their_own_parameters() -> None:
+    from engine.optim import SCHEDULES
+
+    assert {"constant", "cosine", "step", "warmup", "cosine_power"} <= set(SCHEDULES.load())
+    assert [p.name for p in SCHEDULES["step"].params] == ["step_every", "step_gamma"]
+    cfg = OptimConfig(schedule="step", step_every=3, step_gamma=0.5)
+    assert [schedule_factor(cfg, t, 10) for t in (0, 2, 3, 6)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_losses_declare_their_tasks_and_parameters() -> None:
+    from engine.losses import LOSSES
+
+    assert LOSSES.lookup("mse").tasks >= {"classification", "regression", "reconstruction"}
+    assert LOSSES.lookup("ce").tasks == {"classification"}
+    assert [p.name for p in LOSSES.lookup("gce").params] == ["q"]
