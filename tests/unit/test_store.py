@@ -1,4 +1,4 @@
-"""Tests of the SQLite run store (engine/store.py): round trips, batching, concurrency, crash safety.
+"""Tests of the SQLite run store (engine/store/): round trips, batching, concurrency, crash safety.
 
 The crash and second-process tests run real subprocesses because that is where SQLite stores
 usually break (locks, WAL visibility, half-written transactions), not in single-process code.
