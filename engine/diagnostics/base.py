@@ -22,7 +22,7 @@ Conventions (diagnostics.md §0):
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -36,6 +36,7 @@ from engine.batch import Batch
 from engine.plugin import Param, Plugin
 from engine.registry import Registry
 from engine.rng import technique_generator
+from engine.traits import run_traits
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -58,8 +59,12 @@ class DiagnosticContext:
 
     def __init__(self, model: LabModel, data: Dataset, cfg: RunConfig, probe: Tensor,
                  loss_fn: Callable[[Tensor, Batch], Tensor], optimizer: torch.optim.Optimizer,
-                 lr: Callable[[], float]) -> None:
+                 lr: Callable[[], float], *, techniques: Sequence[Any] = (),
+                 output_fn: Callable[[Tensor], Tensor] | None = None) -> None:
         self.model, self.data, self.cfg, self.probe = model, data, cfg, probe
+        # The run's enabled techniques (asked for their ``hessian_shift``) and the output function
+        # one of them installed (None: log-softmax); instruments read these, never technique names.
+        self.techniques, self.output_fn = tuple(techniques), output_fn
         self.loss_fn, self.optimizer, self._lr = loss_fn, optimizer, lr
         self.step = 0
         self._features_cache: tuple[int, Tensor, Tensor] | None = None
@@ -132,9 +137,7 @@ class Diagnostic(Plugin):
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:
         """Whether the instrument makes sense for this run (task, labels, architecture)."""
-        from engine.compat import task_of
-
-        return task_of(cfg) in cls.tasks
+        return run_traits(cfg).task in cls.tasks
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         raise NotImplementedError

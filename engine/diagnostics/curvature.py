@@ -42,23 +42,24 @@ ADAPTIVE = ("adam", "adamw")
 def coupled_penalty(ctx: DiagnosticContext, params: dict[str, Tensor]) -> Tensor | None:
     """Per-parameter λ of the coupled L2 terms in the training loss, flat in ``params`` order.
 
-    Coupled L2 is (λ/2)Σθ² in the loss, so its Hessian is λ on the parameters it covers:
-    the ``l2`` regularizer (weights with dim ≥ 2, biases too with ``include_bias``; λ as
-    configured) and, for SGD/Adam, ``optim.weight_decay`` — which torch adds to the gradient, i.e.
-    coupled, on every parameter (its current value, read from the optimizer). AdamW/Lion decay is
-    decoupled: it is in no loss and shifts no eigenvalue. None when there is no such term.
+    Coupled L2 is (λ/2)Σθ² in the loss, so its Hessian is λ on the parameters it covers: what
+    every enabled technique declares through ``hessian_shift`` (the ``l2`` penalty: its λ on the
+    weights it covers) and, for SGD/Adam, ``optim.weight_decay`` — which torch adds to the
+    gradient, i.e. coupled, on every parameter (its current value, read from the optimizer).
+    AdamW/Lion decay is decoupled: it is in no loss and shifts no eigenvalue. None when there is
+    no such term.
     """
-    l2 = ctx.cfg.enabled_regularizers().get("l2")
+    shifts = [shift for technique in ctx.techniques if (shift := technique.hessian_shift(params))]
     wd = 0.0
     if ctx.cfg.optim.name in ("sgd", "adam") and ctx.optimizer.param_groups:
         wd = float(ctx.optimizer.param_groups[0].get("weight_decay", 0.0))
-    if not l2 and wd == 0.0:
+    if not shifts and wd == 0.0:
         return None
     parts = []
-    for p in params.values():
+    for name, p in params.items():
         lam = wd
-        if l2 and (p.dim() >= 2 or l2.get("include_bias", False)):
-            lam += float(l2["lambda"])
+        for shift in shifts:
+            lam += shift.get(name, 0.0)
         parts.append(torch.full((p.numel(),), lam, dtype=p.dtype, device=p.device))
     diag = torch.cat(parts)
     return diag if bool(diag.any()) else None

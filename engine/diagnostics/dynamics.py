@@ -38,7 +38,6 @@ from engine.batch import Batch
 from engine.diagnostics.base import CHUNK, Diagnostic, DiagnosticContext, Measurement, register
 from engine.diagnostics.representation import eval_mode
 from engine.plugin import Param
-from engine.regularizers.stablemax import log_stablemax
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -142,14 +141,11 @@ def grad_coherence(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, m: i
 
 # ---- calibration ---------------------------------------------------------------------------
 
-def uses_stablemax(cfg: RunConfig) -> bool:
-    return "stablemax" in cfg.enabled_regularizers()
-
-
-def probabilities(logits: Tensor, stablemax: bool = False) -> Tensor:
-    """Class probabilities (float64) from the run's output function: softmax or StableMax."""
+def probabilities(logits: Tensor, output_fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """Class probabilities (float64) from the run's output function: softmax, or exp of the
+    log-probabilities of the one a technique installed (e.g. StableMax)."""
     z = logits.detach().double()
-    return log_stablemax(z).exp() if stablemax else F.softmax(z, dim=-1)
+    return output_fn(z).exp() if output_fn is not None else F.softmax(z, dim=-1)
 
 
 def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = ECE_BINS) -> float:
@@ -179,9 +175,10 @@ def nll(probs: Tensor, labels: Tensor) -> float:
     return float(-(picked + 1e-300).log().mean())
 
 
-def calibration(logits: Tensor, labels: Tensor, stablemax: bool = False) -> dict[str, float]:
+def calibration(logits: Tensor, labels: Tensor,
+                output_fn: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
     """``calib/ece``, ``calib/aurc``, ``calib/nll`` of logits against labels (§13)."""
-    probs = probabilities(logits, stablemax)
+    probs = probabilities(logits, output_fn)
     return {"calib/ece": expected_calibration_error(probs, labels), "calib/aurc": aurc(probs, labels),
             "calib/nll": nll(probs, labels)}
 
@@ -244,8 +241,11 @@ def modular_input_weights(model: nn.Module, p: int) -> list[Tensor]:
 
 
 def modular_ipr(model: nn.Module, data: Dataset) -> Tensor | None:
-    """Fourier IPR of every (first-layer neuron, operand) on modular data; None when not applicable."""
-    p = data.meta.get("p") if data.name == "modular" else None
+    """Fourier IPR of every (first-layer neuron, operand) on modular data; None when not applicable.
+
+    A dataset over residues mod p says so by putting its modulus in ``meta["p"]``.
+    """
+    p = data.meta.get("p")
     blocks = modular_input_weights(model, int(p)) if p else []
     values = torch.cat([fourier_ipr(block) for block in blocks]) if blocks else None
     return values if values is not None and values.numel() else None
@@ -305,7 +305,7 @@ class Calibration(Diagnostic):
             x, y = ctx.probe_x, ctx.probe_y
         with eval_mode(ctx.model), torch.no_grad():
             logits = torch.cat([ctx.model(x[s:s + CHUNK]) for s in range(0, x.shape[0], CHUNK)])
-        return Measurement(metrics=calibration(logits, y, uses_stablemax(ctx.cfg)))
+        return Measurement(metrics=calibration(logits, y, ctx.output_fn))
 
 
 @register

@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from engine.capabilities import has_relu_modules
 from engine.diagnostics.base import CHUNK, Diagnostic, DiagnosticContext, Measurement, register
+from engine.traits import run_traits
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -221,15 +223,6 @@ class Rank(Diagnostic):
         return Measurement(metrics=rank_metrics(features))
 
 
-def _has_relu(cfg: RunConfig) -> bool:
-    """Whether the configured model has ReLU-family activation modules (else dead units are n/a)."""
-    if cfg.model.name == "sae":
-        return False  # latents: see the sae instrument
-    if cfg.model.name == "transformer":
-        return True  # its MLP is ReLU whatever model.activation says
-    return cfg.model.name != "quadratic_mlp" and cfg.model.activation == "relu"
-
-
 @register
 class Units(Diagnostic):
     """Dead ReLU units (zero on every probe input) and activation sparsity, pooled and per layer."""
@@ -242,7 +235,8 @@ class Units(Diagnostic):
 
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:
-        return super().applies(cfg) and _has_relu(cfg)
+        # dead units are only defined for ReLU-family activation modules (SAE latents: the sae instrument)
+        return super().applies(cfg) and has_relu_modules(cfg)
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         stats = relu_unit_stats(ctx.model, ctx.probe_x)
@@ -267,7 +261,7 @@ class SAE(Diagnostic):
 
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:
-        return cfg.model.name == "sae"
+        return run_traits(cfg).has("sae_latents")
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         with eval_mode(ctx.model):

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from engine.regularizers.base import Batch, Setup
+from engine.traits import run_traits
 
 
 def elapsed_steps(step: int) -> int:
@@ -48,7 +49,7 @@ def refuse_unmixable(who: str, tokens: bool, few_labels: bool) -> None:
 
 
 def refuse_unmixable_config(who: str, cfg: Any) -> None:
-    refuse_unmixable(who, cfg.data.encoding == "tokens" and cfg.data.name == "modular", bool(cfg.data.n_labeled))
+    refuse_unmixable(who, run_traits(cfg).inputs == "tokens", bool(cfg.data.n_labeled))
 
 
 def refuse_unmixable_data(who: str, setup: Setup) -> None:

@@ -15,12 +15,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from engine.regularizers.base import Need
+
+# Unit recycling walks a stack of hidden Linear layers and the layer reading each one.
+RECYCLABLE = Need(why="it recycles the hidden units of an MLP-style hidden layer stack",
+                  fix="use a model with one (e.g. model.name=mlp)", model_traits=frozenset({"hidden_stack"}))
+
 
 def check_recyclable(cfg: Any, who: str) -> None:
-    """Config check: the plain MLP, with one output per hidden unit (not crelu's two)."""
-    if cfg.model.name != "mlp":
-        raise ValueError(f"regularizers.{who}: needs model.name=mlp (got {cfg.model.name}); "
-                         "it recycles the hidden units of the plain MLP")
+    """Config check: one output per hidden unit (not crelu's two); the model itself is ``RECYCLABLE``."""
     if cfg.model.activation == "crelu":
         raise ValueError(f"regularizers.{who}: model.activation=crelu gives each unit two outputs, which unit "
                          "recycling does not handle; pick another activation")

@@ -19,7 +19,7 @@ What lives here:
 * ``EmaTeacher`` — θ′ ← αθ′ + (1 − α)θ after each optimizer step (buffers copied), for mean
   teacher and ICT.
 * ``SSLRegularizer`` — the base class: config checks, the unlabelled-row plumbing, the weight
-  ramp and the ``ssl/*`` metrics (stored in ``extra_loss``, returned from ``after_backward``).
+  ramp and the ``ssl/*`` metrics (stored in ``extra_loss``, returned from ``metrics``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from torch import Tensor, nn
 
 from engine.regularizers._common import class_count, elapsed_steps
 from engine.regularizers.base import Batch, LossContext, Regularizer, Setup
+from engine.traits import run_traits
 
-SSL_TECHNIQUES = ("pi_model", "mean_teacher", "fixmatch", "pseudo_label", "ict")
 RAMP_SHAPE = 5.0  # the 5 in exp(−5(1 − t/T_r)²) (Laine & Aila's sigmoid-shaped ramp-up)
 
 
@@ -88,11 +88,6 @@ def private_rng(generator: torch.Generator, device: torch.device) -> Iterator[No
         if cuda:
             torch.cuda.manual_seed(seed)
         yield
-
-
-def other_ssl(name: str) -> tuple[str, ...]:
-    """The other SSL techniques: one per run, since they share the role of L_u and the ssl/* metrics."""
-    return tuple(n for n in SSL_TECHNIQUES if n != name)
 
 
 def squared_distance(p: Tensor, q: Tensor) -> Tensor:
@@ -147,13 +142,12 @@ class SSLRegularizer(Regularizer):
 
     group = "ssl"
     tasks = ("classification",)
+    exclusive = "ssl_student_teacher"  # one consistency / pseudo-label method trains on the unlabelled rows
     weight_param: ClassVar[str] = "w_max"
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        from engine.compat import REGRESSION_DATASETS
-
-        if cfg.data.name in REGRESSION_DATASETS:
+        if run_traits(cfg).task != "classification":
             raise ValueError(f"regularizers.{cls.name}: semi-supervised consistency needs a classification "
                              f"dataset, not {cfg.data.name}; disable it")
         if not cfg.data.n_labeled:
@@ -197,7 +191,7 @@ class SSLRegularizer(Regularizer):
 
     def tally(self, ctx: LossContext, rows: Tensor, pseudo: Tensor, mask: Tensor | None = None,
               **extra: Tensor) -> None:
-        """Store this batch's metrics (converted to floats once, in ``after_backward``).
+        """Store this batch's metrics (converted to floats on log steps only, in ``metrics``).
 
         ``pseudo``: the pseudo-labels of the unlabelled rows (argmax of the target distribution);
         ``mask``: which of them were used (None = all, for methods without a threshold);
@@ -209,7 +203,7 @@ class SSLRegularizer(Regularizer):
         parts.update({key: value.float().sum() for key, value in extra.items()})
         self._pending = (list(parts), torch.stack([v.detach() for v in parts.values()]), len(rows), self._weight)
 
-    def after_backward(self, params: list[nn.Parameter], step: int) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         """``ssl/pseudo_acc`` (used pseudo-labels; absent when none passed the mask),
         ``ssl/pseudo_acc_all``, ``ssl/mask_rate`` (mean of the mask; 1 without a threshold),
         ``ssl/weight`` = w(t), plus the technique's extras."""

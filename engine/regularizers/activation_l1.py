@@ -10,19 +10,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from engine.capabilities import has_relu_modules
 from engine.regularizers._common import elapsed_steps
 from engine.regularizers.base import LossContext, Param, Regularizer, Setup, register
+from engine.traits import run_traits
 
 # Activation modules whose output is exactly 0 on a half-line (as engine/diagnostics/representation.py).
 RELU_FAMILY: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.Threshold)
-
-
-def has_relu_modules(cfg: Any) -> bool:
-    """Whether the configured model builds ReLU-family activation *modules* (hookable)."""
-    name = cfg.model.name
-    if name == "transformer":
-        return True  # its MLP is ReLU whatever model.activation says
-    return name not in ("sae", "quadratic_mlp") and cfg.model.activation == "relu"
 
 
 class ActivationRecorder:
@@ -93,7 +87,8 @@ class ActivationL1(Regularizer):
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         if not has_relu_modules(cfg):
-            hint = "; use sae_l1 for the sae" if cfg.model.name == "sae" else "; set model.activation=relu"
+            sparse = run_traits(cfg).has("sae_latents")
+            hint = "; use an SAE sparsity technique for its latents" if sparse else "; set model.activation=relu"
             raise ValueError(f"regularizers.activation_l1: needs ReLU activation modules, which model "
                              f"{cfg.model.name} (activation {cfg.model.activation}) does not have{hint}")
         values = cfg.regularizers.get(cls.name, {})

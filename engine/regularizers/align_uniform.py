@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from engine.regularizers._features import PenultimateFeatures
 from engine.regularizers._ssl import gaussian_view, private_rng
-from engine.regularizers.base import LossContext, Param, Regularizer, Setup, register
+from engine.regularizers.base import LossContext, Need, Param, Regularizer, Setup, register
 
 
 def align_loss(z: Tensor, z_pos: Tensor, alpha: float = 2.0) -> Tensor:
@@ -45,6 +45,13 @@ class AlignUniform(Regularizer):
 
     name = "align_uniform"
     group = "repr"
+    requires = (
+        Need(why="it draws noisy positive views of the inputs",
+             fix="use data.encoding=onehot or disable align_uniform", inputs_not=frozenset({"tokens"})),
+        Need(why="its uniformity term spreads the features on a sphere, while sparse-autoencoder latents are "
+                 "meant to be sparse",
+             fix="disable align_uniform or use another model", model_lacks=frozenset({"sae_latents"})),
+    )
     source = ("Understanding Contrastive Representation Learning through Alignment and Uniformity on the "
               "Hypersphere (Wang & Isola, 2020)")
     params = (
@@ -54,15 +61,6 @@ class AlignUniform(Regularizer):
         Param("t", float, 2.0, 0.1, 10.0, help="temperature t of the uniformity Gaussian kernel"),
         Param("sigma", float, 0.1, 0.0, 2.0, live=True, help="std σ of the Gaussian noise making the positive view"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        if cfg.data.encoding == "tokens":
-            raise ValueError("regularizers.align_uniform: integer token inputs cannot take a noisy positive view; "
-                             "use data.encoding=onehot or disable align_uniform")
-        if cfg.model.name == "sae":
-            raise ValueError("regularizers.align_uniform: the sae's latents are meant to be sparse, not spread "
-                             "uniformly on a sphere; disable align_uniform or use another model")
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

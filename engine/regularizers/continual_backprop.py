@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engine.regularizers._recycle import capture_hook, check_recyclable, mlp_layers, recycle_units
+from engine.regularizers._recycle import RECYCLABLE, capture_hook, check_recyclable, mlp_layers, recycle_units
 from engine.regularizers.base import Param, Regularizer, Setup, register
 
 
@@ -39,6 +39,7 @@ class ContinualBackprop(Regularizer):
 
     name = "continual_backprop"
     group = "continual"
+    requires = (RECYCLABLE,)
     source = "Loss of plasticity in deep continual learning (Dohare et al., 2024)"
     params = (
         Param("rho", float, 1e-4, 0.0, 0.1, live=True, log=True,

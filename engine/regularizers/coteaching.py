@@ -107,7 +107,6 @@ class CoTeaching(Regularizer):
     source = ("Co-teaching: Robust Training of Deep Neural Networks with Extremely Noisy Labels (Han et al., 2018); "
               "Compressing Features for Learning with Noisy Labels (Chen et al., 2022)")
     order = 95  # last among the target transforms: rank on the targets the nets actually train on
-    wraps_step = True
     tasks = ("classification",)
     params = (
         Param("tau", float, 0.4, 0.0, 0.8, help="forget rate τ (used when tau_from_data is false)"),
@@ -156,7 +155,7 @@ class CoTeaching(Regularizer):
                      "coteach/overlap": float((pick_a & pick_b).sum()) / max(k, 1)}
         return replace(batch, labeled=pick_b)
 
-    def after_backward(self, params: list[nn.Parameter], step: int) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         return dict(self.last)
 
     def _peer_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from engine.regularizers._ssl import SSLRegularizer, other_ssl, private_rng, unlabeled_rows
+from engine.regularizers._ssl import SSLRegularizer, private_rng, unlabeled_rows
 from engine.regularizers.base import LossContext, Param, Setup, register
 from engine.regularizers.coteaching import follow_schedule, optimizer_like, peer_copy, per_sample_ce
 
@@ -55,7 +55,6 @@ class CrossPseudoSupervision(SSLRegularizer):
 
     name = "cps"
     source = "Semi-Supervised Semantic Segmentation with Cross Pseudo Supervision (Chen et al., 2021)"
-    conflicts = (*other_ssl("cps"), "uda")
     weight_param = "lambda"
     params = (
         Param("lambda", float, 1.5, 0.0, 20.0, live=True,

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from engine.regularizers._common import class_count, refuse_unmixable, soft_targets
-from engine.regularizers.base import Batch, Param, Regularizer, Setup, register
+from engine.regularizers.base import Batch, Need, Param, Regularizer, Setup, register
 
 
 def cutmix_box(lam: float, height: int, width: int, cy: int, cx: int) -> tuple[int, int, int, int]:
@@ -49,7 +49,9 @@ class CutMix(Regularizer):
               "(Yun et al., 2019)")
     order = 90
     tasks = ("classification",)
-    conflicts = ("mixup", "regmixup", "elr", "pskd")
+    exclusive = "batch_mixing"
+    requires = (Need(why="it pastes rectangles between images", fix="use mixup there", inputs=frozenset({"image"})),)
+    marks = frozenset({"mixes_rows"})
     params = (
         Param("alpha", float, 1.0, 0.05, 32.0, live=True, log=True, help="Beta(α, α) concentration of λ"),
         Param("prob", float, 1.0, 0.0, 1.0, live=True, help="probability that a batch is mixed at all"),
@@ -57,9 +59,6 @@ class CutMix(Regularizer):
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        if cfg.data.name != "digits":
-            raise ValueError(f"regularizers.cutmix: needs image inputs (data.name=digits), not {cfg.data.name}; "
-                             "use mixup there")
         refuse_unmixable(cls.name, tokens=False, few_labels=bool(cfg.data.n_labeled))
 
     def __init__(self, setup: Setup, **values: Any) -> None:

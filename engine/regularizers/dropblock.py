@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from engine.regularizers.base import Param, Regularizer, Setup, register
+from engine.regularizers.base import Need, Param, Regularizer, Setup, register
 
 
 def dropblock_gamma(p: float, block: int, size: int) -> float:
@@ -61,6 +61,13 @@ class DropBlock(Regularizer):
 
     name = "dropblock"
     group = "noise"
+    requires = (
+        Need(why="it drops blocks of conv feature maps",
+             fix="use dropout otherwise", inputs=frozenset({"image"})),
+        Need(why="it drops blocks of conv feature maps",
+             fix="use model.name=cnn, or dropout otherwise", model_traits=frozenset({"conv"})),
+    )
+    marks = frozenset({"alters_forward"})
     source = ("DropBlock: A regularization method for convolutional networks (Ghiasi, Lin & Le, 2018); "
               "Balanced Multi-Task Attention for Satellite Image Classification (Vir, 2025)")
     params = (
@@ -68,12 +75,6 @@ class DropBlock(Regularizer):
         Param("p_last", float, 0.20, 0.0, 0.5, live=True, help="drop fraction p of the last conv layer's maps"),
         Param("block_size", int, 2, 1, 4, help="side bs of each dropped square block (2–3 on 8×8 maps)"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name != "cnn" or cfg.data.name != "digits":
-            raise ValueError("regularizers.dropblock: drops blocks of conv feature maps; needs model.name=cnn "
-                             f"on data.name=digits (got {cfg.model.name} on {cfg.data.name}); use dropout otherwise")
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

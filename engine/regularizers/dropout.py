@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from engine.regularizers._common import elapsed_steps
-from engine.regularizers.base import Param, Regularizer, Setup, register
+from engine.regularizers.base import Need, Param, Regularizer, Setup, register
 
 
 @register
@@ -30,6 +30,11 @@ class Dropout(Regularizer):
 
     name = "dropout"
     group = "noise"
+    requires = (
+        Need(why="it drives the p of the model's dropout slots",
+             fix="disable dropout", model_traits=frozenset({"dropout_slots"})),
+    )
+    marks = frozenset({"alters_forward"})
     source = ("Dropout: A Simple Way to Prevent Neural Networks from Overfitting (Srivastava et al., 2014); "
               "Dropout Reduces Underfitting (Liu et al., 2023)")
     params = (
@@ -40,11 +45,6 @@ class Dropout(Regularizer):
               help="early: p until t_s then 0; late: 0 until t_s then p"),
         Param("t_s", float, 0.2, 0.0, 1.0, help="switch point of early/late, as a fraction of the run"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name == "sae":
-            raise ValueError("regularizers.dropout: the sae model has no dropout slots; disable dropout")
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

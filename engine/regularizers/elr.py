@@ -40,7 +40,7 @@ class ELR(Regularizer):
     group = "label"
     source = "Early-Learning Regularization Prevents Memorization of Noisy Labels (Liu et al., 2020)"
     tasks = ("classification",)
-    conflicts = ("mixup",)
+    refuses = frozenset({"mixes_rows"})  # its targets are per example (batch.idx)
     params = (
         Param("lambda", float, 3.0, 0.0, 10.0, live=True, help="strength λ of the ELR term (needs tuning)"),
         Param("beta", float, 0.7, 0.5, 0.999, help="momentum β of the per-sample target average (robust)"),

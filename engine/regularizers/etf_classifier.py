@@ -9,9 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from engine.regularizers._common import class_count
-from engine.regularizers.base import Param, Regularizer, Setup, register
-
-TWO_CLASS_DATASETS = ("moons", "circles", "xor")
+from engine.regularizers.base import Need, Param, Regularizer, Setup, register
+from engine.traits import run_traits
 
 
 def simplex_etf(num_classes: int, dim: int, generator: torch.Generator, scale: float = 1.0) -> Tensor:
@@ -42,20 +41,6 @@ def readout_layer(model: nn.Module, num_classes: int) -> nn.Linear | None:
     return linears[-1] if linears else None
 
 
-def known_classes(cfg: Any) -> int | None:
-    """Number of classes of a classification config, where it is known without building the data."""
-    data = cfg.data.name
-    if data in TWO_CLASS_DATASETS:
-        return 2
-    if data in ("spirals", "blobs"):
-        return int(cfg.data.n_classes)
-    if data == "digits":
-        return 10
-    if data == "modular":
-        return int(cfg.data.p)
-    return None
-
-
 @register
 class ETFClassifier(Regularizer):
     """Fix the final Linear layer to a simplex equiangular tight frame (ETF) and never train it.
@@ -79,17 +64,16 @@ class ETFClassifier(Regularizer):
     source = ("Inducing Neural Collapse in Imbalanced Learning: Do We Really Need a Learnable Classifier "
               "at the End of Deep Neural Network? (Yang et al., 2022)")
     tasks = ("classification",)
-    conflicts = ("weight_norm",)
+    refuses = frozenset({"reparametrizes"})
+    requires = (Need(why="it replaces the readout Linear layer with a fixed simplex", fix="disable etf_classifier",
+                     model_traits=frozenset({"linear_readout"})),)
     params = (
         Param("scale", float, 1.0, 0.1, 100.0, log=True, help="norm of every ETF row (a fixed logit scale)"),
     )
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name == "transformer":
-            raise ValueError("regularizers.etf_classifier: the transformer's unembedding is not a Linear layer; "
-                             "use model.name=mlp or disable etf_classifier")
-        classes = known_classes(cfg)
+        classes = run_traits(cfg).num_classes
         if classes is not None and classes > cfg.model.width + 1:
             raise ValueError(f"regularizers.etf_classifier: a simplex ETF of {classes} classes needs at least "
                              f"{classes - 1} features; set model.width ≥ {classes - 1}")

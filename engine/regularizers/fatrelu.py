@@ -6,7 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from engine.regularizers.activation_l1 import RELU_FAMILY, has_relu_modules
+from engine.capabilities import has_relu_modules
+from engine.regularizers.activation_l1 import RELU_FAMILY
 from engine.regularizers.base import Param, Regularizer, Setup, register
 
 

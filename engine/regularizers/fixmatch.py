@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engine.regularizers._ssl import SSLRegularizer, gaussian_view, other_ssl
+from engine.regularizers._ssl import SSLRegularizer, gaussian_view
 from engine.regularizers.base import Batch, LossContext, Param, Setup, register
 
 
@@ -39,7 +39,6 @@ class FixMatch(SSLRegularizer):
 
     name = "fixmatch"
     source = "FixMatch: Simplifying Semi-Supervised Learning with Consistency and Confidence (Sohn et al., 2020)"
-    conflicts = other_ssl("fixmatch")
     weight_param = "lambda_u"
     order = 5  # recompose the batch (μ) after min_labeled (0), before input noise (10) perturbs it
     params = (

@@ -38,8 +38,7 @@ class Hypergradient(Regularizer):
               "Descent (Wang, Wang & Li, 2024); Online Learning Rate Adaptation with Hypergradient Descent "
               "(Baydin et al., 2018)")
     order = 30
-    wraps_step = True
-    conflicts = ("sgld",)  # SGLD ties its noise to the scheduled lr, which this technique overrides
+    marks = frozenset({"controls_lr"})  # it overrides the scheduled lr (SGLD ties its noise to that lr)
     params = (
         Param("beta_h", float, 1e-3, 0.0, 0.1, live=True, log=True,
               help="hypergradient step β_h: how fast η follows ⟨g_t, g_{t−1}⟩"),

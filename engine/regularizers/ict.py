@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.regularizers._ssl import EmaTeacher, SSLRegularizer, gaussian_view, other_ssl, squared_distance
+from engine.regularizers._ssl import EmaTeacher, SSLRegularizer, gaussian_view, squared_distance
 from engine.regularizers.base import LossContext, Param, Setup, register
 
 
@@ -38,7 +38,6 @@ class ICT(SSLRegularizer):
 
     name = "ict"
     source = "Interpolation Consistency Training for Semi-Supervised Learning (Verma et al., 2019)"
-    conflicts = other_ssl("ict")
     params = (
         Param("alpha", float, 1.0, 0.1, 2.0, live=True, help="Beta(α, α) concentration of the mixing weight λ"),
         Param("w_max", float, 1.0, 0.0, 100.0, live=True, help="consistency weight after the ramp-up"),

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from engine.regularizers.base import Batch, Param, Regularizer, Setup, register
+from engine.regularizers.base import Batch, Need, Param, Regularizer, Setup, register
 
 
 @register
@@ -30,17 +30,15 @@ class InputNoise(Regularizer):
 
     name = "input_noise"
     group = "noise"
+    requires = (
+        Need(why="it adds Gaussian noise to the inputs",
+             fix="use data.encoding=onehot or disable input_noise", inputs_not=frozenset({"tokens"})),
+    )
     source = "Training with Noise is Equivalent to Tikhonov Regularization (Bishop, 1995)"
     order = 10
     params = (
         Param("sigma", float, 0.1, 0.0, 1.0, live=True, help="noise std σ, in standardised input units"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        if cfg.data.name == "modular" and cfg.data.encoding == "tokens":
-            raise ValueError("regularizers.input_noise: token inputs cannot carry Gaussian noise; "
-                             "use data.encoding=onehot or disable input_noise")
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

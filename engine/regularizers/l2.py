@@ -34,3 +34,8 @@ class L2(Regularizer):
             return None
         total = sum(w.pow(2).sum() for w in weights)
         return 0.5 * self["lambda"] * total
+
+    def hessian_shift(self, params: dict[str, Tensor]) -> dict[str, float]:
+        """+λ on the diagonal of every parameter the penalty covers (the same rule as ``extra_loss``)."""
+        lam = float(self["lambda"])
+        return {name: lam for name, p in params.items() if p.dim() >= 2 or self["include_bias"]}

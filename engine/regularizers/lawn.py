@@ -35,7 +35,7 @@ class LAWN(Regularizer):
     group = "norm"
     source = "Logit Attenuating Weight Normalization (Gupta et al., 2021)"
     tasks = ("classification",)
-    conflicts = ("weight_norm",)
+    refuses = frozenset({"reparametrizes"})
     params = (
         Param("warmup", float, 0.2, 0.0, 1.0, help="fraction of the run trained freely before norms are frozen"),
         Param("layers", str, "final", choices=("final", "all"), help="constrain the readout only, or every matrix"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from engine.regularizers.base import LossContext, Param, Regularizer, Setup, register
 
@@ -50,5 +50,5 @@ class LogitZLoss(Regularizer):
         self.last_log_z = float(log_z.detach().mean())
         return self["lambda_z"] * log_z.pow(2).mean()
 
-    def after_backward(self, params: list[nn.Parameter], step: int) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         return {"logits/log_z": self.last_log_z}

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from engine.regularizers.base import Param, Regularizer, Setup, register
+from engine.regularizers.base import Need, Param, Regularizer, Setup, register
 
 WHERE = "regularizers.lstsq_readout"
 
@@ -53,17 +53,16 @@ class LstsqReadout(Regularizer):
     group = "optimizer"
     source = ("Reconciling modern machine-learning practice and the classical bias–variance trade-off "
               "(Belkin et al., 2019); Optimal Regularization Can Mitigate Double Descent (Nakkiran et al., 2021)")
-    wraps_step = True
     tasks = ("classification", "regression")
+    requires = (Need(why="it solves the trainable linear readout over fixed random features",
+                     fix="use a random-features model (e.g. model.name=random_features) or disable it",
+                     model_traits=frozenset({"fixed_features"})),)
     params = (
         Param("ridge", float, 0.0, 0.0, 1e4, log=True, help="λ of ‖Fβ − Y‖² + λ‖β‖² (0 = minimum-norm interpolant)"),
     )
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name != "random_features":
-            raise ValueError(f"{WHERE}: solves the readout of model.name=random_features only "
-                             f"(got {cfg.model.name}); set model.name=random_features or disable it")
         if cfg.loss.name != "mse":
             raise ValueError(f"{WHERE}: the exact solve is least squares; set loss.name=mse")
         if 0 < cfg.train.batch_size < cfg.data.n_train:
@@ -83,7 +82,7 @@ class LstsqReadout(Regularizer):
             raise ValueError(f"{WHERE}: needs the random_features model (a frozen feature map + linear readout)")
         self.readout = readout
         self.solution: Tensor | None = None
-        self.metrics: dict[str, float] = {}
+        self.last: dict[str, float] = {}
 
     def _solve(self) -> Tensor:
         data, model = self.setup.dataset, self.setup.model
@@ -93,7 +92,7 @@ class LstsqReadout(Regularizer):
             y = data.y_train[rows]
             targets = F.one_hot(y.long(), data.output_dim) if data.task == "classification" else y.flatten(1)
             beta, s = ridge_solve(features, targets.double(), self["ridge"])
-        self.metrics = {"readout/rank": float(s.numel()),
+        self.last = {"readout/rank": float(s.numel()),
                         "readout/cond": float(s[0] / s[-1]) if s.numel() else float("nan")}
         return beta.T.to(self.readout.weight.dtype)
 
@@ -104,5 +103,5 @@ class LstsqReadout(Regularizer):
             self.readout.weight.copy_(self.solution)
         return closure(True)
 
-    def after_backward(self, params: list[nn.Parameter], step: int) -> dict[str, float]:
-        return dict(self.metrics)
+    def metrics(self) -> dict[str, float]:
+        return dict(self.last)

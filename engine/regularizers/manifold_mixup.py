@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.regularizers._common import class_count, refuse_unmixable, soft_targets
-from engine.regularizers.base import Batch, Param, Regularizer, Setup, register
+from engine.regularizers.base import Batch, Need, Param, Regularizer, Setup, register
 
 
 @register
@@ -42,7 +42,10 @@ class ManifoldMixup(Regularizer):
     source = "Manifold Mixup: Better Representations by Interpolating Hidden States (Verma et al., 2019)"
     order = 90
     tasks = ("classification",)
-    conflicts = ("mixup", "cutmix", "regmixup", "elr", "pskd")
+    exclusive = "batch_mixing"
+    requires = (Need(why="it mixes the hidden states of an MLP-style hidden layer stack",
+                     fix="use mixup for other models", model_traits=frozenset({"hidden_stack"})),)
+    marks = frozenset({"mixes_rows", "alters_forward"})
     params = (
         Param("alpha", float, 2.0, 0.05, 32.0, live=True, log=True,
               help="Beta(α, α) concentration; small α ≈ no mixing"),
@@ -51,9 +54,6 @@ class ManifoldMixup(Regularizer):
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name != "mlp":
-            raise ValueError(f"regularizers.manifold_mixup: needs model.name=mlp (got {cfg.model.name}); "
-                             "use mixup for other models")
         refuse_unmixable(cls.name, tokens=False, few_labels=bool(cfg.data.n_labeled))
 
     def __init__(self, setup: Setup, **values: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from engine.regularizers._common import elapsed_steps
-from engine.regularizers._ssl import EmaTeacher, SSLRegularizer, gaussian_view, other_ssl, squared_distance
+from engine.regularizers._ssl import EmaTeacher, SSLRegularizer, gaussian_view, squared_distance
 from engine.regularizers.base import LossContext, Param, Setup, register
 
 
@@ -42,7 +42,6 @@ class MeanTeacher(SSLRegularizer):
     name = "mean_teacher"
     source = ("Mean teachers are better role models: Weight-averaged consistency targets improve "
               "semi-supervised deep learning results (Tarvainen & Valpola, 2017)")
-    conflicts = other_ssl("mean_teacher")
     params = (
         Param("alpha", float, 0.99, 0.9, 0.9999, live=True, log=True, help="EMA decay α of the teacher's weights"),
         Param("alpha_late", float, 0.999, 0.9, 0.9999, live=True, log=True,

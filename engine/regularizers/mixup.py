@@ -37,7 +37,8 @@ class Mixup(Regularizer):
     source = "mixup: Beyond Empirical Risk Minimization (Zhang et al., 2018)"
     order = 90
     tasks = ("classification",)
-    conflicts = ("elr",)
+    exclusive = "batch_mixing"
+    marks = frozenset({"mixes_rows"})
     params = (
         Param("alpha", float, 1.0, 0.05, 32.0, live=True, log=True,
               help="Beta(α, α) concentration; small α ≈ no mixing"),

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.regularizers._features import feature_slot
-from engine.regularizers.base import Param, Regularizer, Setup, register
+from engine.regularizers.base import Need, Param, Regularizer, Setup, register
 
 
 def truncated_geometric_pmf(rho: float, k: int) -> Tensor:
@@ -46,6 +46,11 @@ class NestedDropout(Regularizer):
 
     name = "nested_dropout"
     group = "repr"
+    requires = (
+        Need(why="it truncates the dropout slot directly before the readout",
+             fix="use a model with one (e.g. model.name=mlp)", model_traits=frozenset({"readout_dropout"})),
+    )
+    marks = frozenset({"alters_forward"})
     source = ("Learning Ordered Representations with Nested Dropout (Rippel et al., 2014); "
               "Compressing Features for Learning with Noisy Labels (Chen et al., 2022)")
     params = (
@@ -53,12 +58,6 @@ class NestedDropout(Regularizer):
         Param("layer", str, "penultimate", choices=("penultimate",),
               help="where the truncation acts: the penultimate features (the slot feeding the readout)"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name in ("sae", "transformer"):
-            raise ValueError(f"regularizers.nested_dropout: model {cfg.model.name} has no dropout slot before its "
-                             "readout; use mlp, cnn, quadratic_mlp or random_features")
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

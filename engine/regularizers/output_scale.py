@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from engine.regularizers.base import Param, Regularizer, Setup, register
+from engine.regularizers.base import Need, Param, Regularizer, Setup, register
 
 
 @register
@@ -34,17 +34,16 @@ class OutputScale(Regularizer):
 
     name = "output_scale"
     group = "grokking"
+    requires = (
+        Need(why="it trains f_θ − f_θ₀, which is not a centred model when the decoder is renormalised every "
+                 "step",
+             fix="use another model or disable output_scale", model_lacks=frozenset({"sae_latents"})),
+    )
     source = "Grokking as the Transition from Lazy to Rich Training Dynamics (Kumar et al., 2024)"
     params = (
         Param("alpha", float, 1.0, 0.01, 1000.0, log=True,
               help="output scale α in α·(f_θ − f_θ₀); scale optim.lr by 1/α² yourself"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name == "sae":
-            raise ValueError("regularizers.output_scale: the sae renormalises its decoder every step, so "
-                             "f_θ − f_θ₀ is not a centred model; use another model or disable output_scale")
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.regularizers._ssl import SSLRegularizer, gaussian_view, other_ssl, squared_distance
+from engine.regularizers._ssl import SSLRegularizer, gaussian_view, squared_distance
 from engine.regularizers.base import LossContext, Param, register
 
 
@@ -36,7 +36,6 @@ class PiModel(SSLRegularizer):
 
     name = "pi_model"
     source = "Temporal Ensembling for Semi-Supervised Learning (Laine & Aila, 2017)"
-    conflicts = other_ssl("pi_model")
     params = (
         Param("w_max", float, 1.0, 0.0, 100.0, live=True, help="consistency weight after the ramp-up"),
         Param("ramp", float, 0.3, 0.0, 1.0, help="ramp-up length T_r as a fraction of the run (0 = none)"),

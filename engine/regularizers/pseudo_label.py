@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from engine.regularizers._ssl import SSLRegularizer, other_ssl
+from engine.regularizers._ssl import SSLRegularizer
 from engine.regularizers.base import LossContext, Param, register
 
 
@@ -30,7 +30,6 @@ class PseudoLabel(SSLRegularizer):
     name = "pseudo_label"
     source = ("Pseudo-Labeling and Confirmation Bias in Deep Semi-Supervised Learning (Arazo et al., 2020); "
               "Pseudo-Label (Lee, 2013)")
-    conflicts = other_ssl("pseudo_label")
     params = (
         Param("w_max", float, 1.0, 0.0, 100.0, live=True, help="pseudo-label loss weight after the ramp-up"),
         Param("ramp", float, 0.3, 0.0, 1.0, help="ramp-up length T_r as a fraction of the run (0 = none)"),

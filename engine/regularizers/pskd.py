@@ -40,7 +40,7 @@ class PSKD(Regularizer):
     group = "label"
     source = "Self-Knowledge Distillation with Progressive Refinement of Targets (Kim et al., 2021)"
     tasks = ("classification",)
-    conflicts = ("mixup", "cutmix")
+    refuses = frozenset({"mixes_rows"})  # its targets are per example (batch.idx)
     params = (
         Param("alpha_T", float, 0.8, 0.0, 1.0, live=True, help="final weight α_T of the model's own past predictions"),
     )

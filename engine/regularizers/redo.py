@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engine.regularizers._recycle import capture_hook, check_recyclable, mlp_layers, recycle_units
+from engine.regularizers._recycle import RECYCLABLE, capture_hook, check_recyclable, mlp_layers, recycle_units
 from engine.regularizers.base import Param, Regularizer, Setup, register
 
 _EPS = 1e-12
@@ -42,6 +42,7 @@ class ReDo(Regularizer):
 
     name = "redo"
     group = "continual"
+    requires = (RECYCLABLE,)
     source = "The Dormant Neuron Phenomenon in Deep Reinforcement Learning (Sokar et al., 2023)"
     params = (
         Param("tau", float, 0.1, 0.0, 1.0, live=True, help="dormancy threshold τ on E|h_i|/mean_k E|h_k|"),

@@ -39,7 +39,8 @@ class RegMixup(Regularizer):
               "(Pinto et al., 2022)")
     order = 90
     tasks = ("classification",)
-    conflicts = ("mixup", "cutmix", "stablemax")
+    exclusive = "batch_mixing"
+    refuses = frozenset({"replaces_output"})  # its mixed term is always softmax cross-entropy
     params = (
         Param("alpha", float, 10.0, 0.05, 32.0, live=True, log=True,
               help="Beta(α, α) concentration; RegMixup uses a large α (10 on CIFAR-10, 20 on CIFAR-100)"),

@@ -47,7 +47,7 @@ class RobustAvg(Regularizer):
     the batch, then averaged; ``m3``: the coordinate-wise median of the means of 3 mini-batches
     (``c`` unused). Costs ≈ 4× a gradient on CPU.
 
-    Implementation: a wrapped step (``wraps_step``; so not with SAM). The trainer's closure runs
+    Implementation: a wrapped step (it overrides ``step``; so not with SAM). The trainer's closure runs
     as usual (data loss + extra losses, backward, after_backward chain), then the data-loss
     average is swapped for the robust aggregate: p.grad += robust(G) − mean(G). So other
     techniques' penalty gradients are kept, while clipping / gradient noise (after_backward) act
@@ -63,9 +63,8 @@ class RobustAvg(Regularizer):
     name = "robust_avg"
     group = "optimizer"
     source = "On the Generalization Mystery in Deep Learning (Chatterjee & Zielinski, 2022)"
-    wraps_step = True
     tasks = ("classification",)
-    conflicts = ("manifold_mixup", "dropout", "dropblock", "nested_dropout")
+    refuses = frozenset({"alters_forward"})  # per-example passes must repeat the training forward
     params = (
         Param("mode", str, "wgd", choices=("wgd", "m3"),
               help="wgd: winsorized mean of per-example gradients; m3: median of 3 mini-batch means"),

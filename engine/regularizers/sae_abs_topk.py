@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from engine.regularizers.base import Param, register
-from engine.regularizers.sae_topk import SAE_SPARSITY, SAEActivation
+from engine.regularizers.sae_topk import SAEActivation
 
 
 def abs_topk(pre: Tensor, k: int) -> Tensor:
@@ -47,7 +47,6 @@ class SAEAbsTopK(SAEActivation):
     name = "sae_abs_topk"
     source = ("AbsTopK SAE activation (lab extended, techniques §11.6); after Scaling and evaluating sparse "
               "autoencoders (Gao et al., 2024)")
-    conflicts = SAE_SPARSITY
     params = (
         Param("k", int, 8, 1, 64, live=True, help="active latents per sample (largest |pre|, sign kept)"),
     )

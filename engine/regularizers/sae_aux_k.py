@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.regularizers.base import LossContext, Param, Regularizer, Setup, register
-from engine.regularizers.sae_topk import check_sae_config, sae_model
+from engine.regularizers.sae_topk import SAE_ONLY, sae_model
 
 LOG_TOLERANCE = 1e-6  # aux-Zipf: a log-density shortfall below this counts as on the fit
 
@@ -100,6 +100,7 @@ class SAEAuxK(Regularizer):
 
     name = "sae_aux_k"
     group = "sae"
+    requires = (SAE_ONLY,)
     source = "Scaling and evaluating sparse autoencoders (Gao et al., 2024)"
     params = (
         Param("alpha", float, 1 / 32, 0.0, 1.0, live=True, help="weight α of the auxiliary loss"),
@@ -112,10 +113,6 @@ class SAEAuxK(Regularizer):
         Param("density_decay", float, 0.99, 0.9, 0.9999, log=True,
               help="EMA decay of each latent's firing density (mode=zipf)"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        check_sae_config(cls.name, cfg)
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

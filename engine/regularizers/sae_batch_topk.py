@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.regularizers.base import Param, register
-from engine.regularizers.sae_topk import SAEActivation, sparsity_conflicts
+from engine.regularizers.sae_topk import SAEActivation
 
 MOMENTUM = 0.99  # running mean of the inference threshold: θ ← 0.99·θ + 0.01·(smallest selected)
 
@@ -67,7 +67,6 @@ class SAEBatchTopK(SAEActivation):
     name = "sae_batch_topk"
     source = ("BatchTopK Sparse Autoencoders (Bussmann et al., 2024); Adaptive Sparse Allocation with Mutual "
               "Choice & Feature Choice Sparse Autoencoders (Ayonrinde, 2024)")
-    conflicts = sparsity_conflicts("sae_batch_topk")
     params = (
         Param("k", int, 8, 1, 64, live=True, help="mean active latents per sample (k·B per batch)"),
         Param("inference", str, "threshold", choices=("threshold", "batch"),

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.regularizers.base import Param, register
-from engine.regularizers.sae_topk import SAEActivation, sparsity_conflicts
+from engine.regularizers.sae_topk import SAEActivation
 
 MOMENTUM = 0.99  # running mean of each latent's inference threshold
 
@@ -104,7 +104,6 @@ class SAEFeatureChoice(SAEActivation):
     name = "sae_feature_choice"
     source = ("Adaptive Sparse Allocation with Mutual Choice & Feature Choice Sparse Autoencoders "
               "(Ayonrinde, 2024)")
-    conflicts = sparsity_conflicts("sae_feature_choice")
     params = (
         Param("k", int, 8, 1, 64, live=True, help="target mean active latents per sample; capacity m = k·B/F"),
         Param("inference", str, "threshold", choices=("threshold", "batch"),

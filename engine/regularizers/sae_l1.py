@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.regularizers.base import LossContext, Param, Regularizer, Setup, register
-from engine.regularizers.sae_topk import check_sae_config, sae_model, sparsity_conflicts
+from engine.regularizers.sae_topk import SAE_ONLY, sae_model
 
 
 def sae_l1_penalty(z: Tensor, decoder_weight: Tensor) -> Tensor:
@@ -35,17 +35,14 @@ class SAEL1(Regularizer):
 
     name = "sae_l1"
     group = "sae"
+    requires = (SAE_ONLY,)
     source = ("Towards Monosemanticity: Decomposing Language Models With Dictionary Learning (Bricken et al., "
               "2023); Scaling and evaluating sparse autoencoders (Gao et al., 2024)")
-    conflicts = sparsity_conflicts("sae_l1")
+    exclusive = "sae_sparsity"  # one mechanism decides how the latents become sparse
     params = (
         Param("lambda", float, 1e-2, 0.0, 1.0, live=True, log=True,
               help="strength λ of λ·Σ|z_i|·‖W_dec,i‖ (tune to a target L0)"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        check_sae_config(cls.name, cfg)
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

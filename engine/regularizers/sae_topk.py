@@ -1,4 +1,4 @@
-"""TopK SAE activation, plus what the SAE techniques share (model check, conflicts, the base class)."""
+"""TopK SAE activation, plus what the SAE techniques share (model check, the base class)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from engine.regularizers.base import Param, Regularizer, Setup, register
+from engine.regularizers.base import Need, Param, Regularizer, Setup, register
 
-# Techniques that decide how the SAE's latents become sparse: at most one per run.
-SAE_SPARSITY: tuple[str, ...] = ("sae_topk", "sae_batch_topk", "sae_feature_choice", "sae_l1")
-
-
-def sparsity_conflicts(name: str) -> tuple[str, ...]:
-    """The other SAE sparsity mechanisms (a technique must not list itself: compat would refuse it alone)."""
-    return tuple(other for other in SAE_SPARSITY if other != name)
-
-
-def check_sae_config(name: str, cfg: Any) -> None:
-    """Refuse a run whose model is not the sparse autoencoder."""
-    if cfg.model.name != "sae":
-        raise ValueError(f"regularizers.{name}: needs model.name=sae (got {cfg.model.name}); "
-                         "enable it on a sparse-autoencoder run (data.name=sparse_features)")
+# Every SAE technique acts on the latents of a sparse autoencoder.
+SAE_ONLY = Need(why="it acts on a sparse autoencoder's latents",
+                fix="enable it on a sparse-autoencoder run (e.g. model.name=sae, data.name=sparse_features)",
+                model_traits=frozenset({"sae_latents"}))
 
 
 def sae_model(setup: Setup, name: str) -> nn.Module:
@@ -60,10 +50,8 @@ class SAEActivation(Regularizer):
     """
 
     group = "sae"
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        check_sae_config(cls.name, cfg)
+    requires = (SAE_ONLY,)
+    exclusive = "sae_sparsity"  # one mechanism decides how the latents become sparse
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)
@@ -98,7 +86,6 @@ class SAETopK(SAEActivation):
 
     name = "sae_topk"
     source = "Scaling and evaluating sparse autoencoders (Gao et al., 2024)"
-    conflicts = sparsity_conflicts("sae_topk")
     params = (
         Param("k", int, 8, 1, 64, live=True, help="active latents per sample"),
     )

@@ -34,7 +34,6 @@ class SAM(Regularizer):
     group = "sharpness"
     source = ("Sharpness-Aware Minimization for Efficiently Improving Generalization (Foret et al., 2021); "
               "ASAM: Adaptive Sharpness-Aware Minimization (Kwon et al., 2021)")
-    wraps_step = True
     params = (
         Param("rho", float, 0.05, 0.0, 0.5, live=True, help="radius ρ of the neighbourhood"),
         Param("adaptive", bool, False, help="ASAM: scale the ball by |θ| per coordinate"),

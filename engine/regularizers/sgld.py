@@ -39,6 +39,7 @@ class SGLD(Regularizer):
 
     name = "sgld"
     group = "optimizer"
+    refuses = frozenset({"controls_lr"})  # its noise scale is tied to the scheduled lr
     source = ("Bayesian Learning via Stochastic Gradient Langevin Dynamics (Welling & Teh, 2011); "
               "The Universality Lens: Why Even Highly Over-Parametrized Models Learn Well "
               "(Feder, Urbanke & Fogel, 2025)")

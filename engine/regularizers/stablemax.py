@@ -37,7 +37,6 @@ class StableMax(Regularizer):
     name = "stablemax"
     group = "grokking"
     source = "Grokking at the Edge of Numerical Stability (Prieto et al., 2025)"
-    replaces_output = True
     tasks = ("classification",)
 
     def output_fn(self, logits: Tensor) -> Tensor:

@@ -8,9 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from engine.regularizers.base import Param, Regularizer, Setup, register
-
-FIRST_LAYER_MODELS = ("mlp", "quadratic_mlp")
+from engine.regularizers.base import Need, Param, Regularizer, Setup, register
 
 
 def tract_weight_grad(grad_out: Tensor, x: Tensor, lam: float) -> Tensor:
@@ -60,17 +58,15 @@ class TrAct(Regularizer):
 
     name = "tract"
     group = "optimizer"
+    requires = (
+        Need(why="it rewrites the gradient of a first linear layer on the raw inputs",
+             fix="use a model with one (e.g. model.name=mlp)", model_traits=frozenset({"first_layer_linear"})),
+    )
     source = "TrAct: Making First-layer Pre-Activations Trainable (Petersen, Borgelt & Ermon, 2024)"
     params = (
         Param("lambda", float, 0.1, 1e-3, 10.0, live=True, log=True,
               help="ridge λ of (XᵀX/b + λI)⁻¹; large λ → the plain gradient / λ"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name not in FIRST_LAYER_MODELS:
-            raise ValueError(f"regularizers.tract: needs a first linear layer on the raw inputs (model.name in "
-                             f"{', '.join(FIRST_LAYER_MODELS)}), not {cfg.model.name}")
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

@@ -43,7 +43,7 @@ class TrainedRankPruning(Regularizer):
     name = "trained_rank_pruning"
     group = "repr"
     source = "Trained Rank Pruning for Efficient Deep Neural Networks (Xu et al., 2019)"
-    conflicts = ("weight_norm",)
+    refuses = frozenset({"reparametrizes"})
     params = (
         Param("energy", float, 0.99, 0.5, 1.0, live=True, help="energy threshold e: keep Σ_{i≤k}σ_i² ≥ e·Σσ_i²"),
         Param("every", int, 20, 1, 10000, live=True, log=True, help="truncate every this many updates"),

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from engine.regularizers._common import elapsed_steps, soft_targets
-from engine.regularizers._ssl import SSL_TECHNIQUES, SSLRegularizer, gaussian_view
+from engine.regularizers._ssl import SSLRegularizer, gaussian_view
 from engine.regularizers.base import Batch, LossContext, Param, Setup, register
 
 
@@ -86,7 +86,6 @@ class UDA(SSLRegularizer):
 
     name = "uda"
     source = "Unsupervised Data Augmentation for Consistency Training (Xie et al., 2020)"
-    conflicts = SSL_TECHNIQUES
     weight_param = "lambda_u"
     params = (
         Param("temperature", float, 0.4, 0.05, 1.0, live=True, help="sharpening temperature T of the target"),
@@ -122,8 +121,8 @@ class UDA(SSLRegularizer):
         correction = annealed - ctx.data_loss
         return correction if term is None else term + correction
 
-    def after_backward(self, params: list[nn.Parameter], step: int) -> dict[str, float]:
-        metrics = super().after_backward(params, step)
+    def metrics(self) -> dict[str, float]:
+        metrics = super().metrics()
         if self._tsa is not None:
             threshold, kept, labeled = self._tsa
             metrics["ssl/tsa_threshold"] = threshold

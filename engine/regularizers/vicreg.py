@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from engine.regularizers._features import PenultimateFeatures
-from engine.regularizers.base import LossContext, Param, Regularizer, Setup, register
+from engine.regularizers.base import LossContext, Need, Param, Regularizer, Setup, register
 
 EPS = 1e-4
 
@@ -49,6 +49,11 @@ class VICReg(Regularizer):
 
     name = "vicreg"
     group = "repr"
+    requires = (
+        Need(why="its variance term pushes every feature's std up to γ, while sparse-autoencoder latents are "
+                 "meant to be sparse",
+             fix="disable vicreg or use another model", model_lacks=frozenset({"sae_latents"})),
+    )
     source = "VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised Learning (Bardes et al., 2022)"
     params = (
         Param("mu", float, 25.0, 0.0, 100.0, help="weight μ of the variance term v(z)"),
@@ -56,12 +61,6 @@ class VICReg(Regularizer):
         Param("gamma", float, 1.0, 0.1, 2.0, help="target std γ of every feature dimension"),
         Param("w", float, 0.01, 0.0, 1.0, live=True, help="overall weight w of μ·v + ν·c next to the data loss"),
     )
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name == "sae":
-            raise ValueError("regularizers.vicreg: the sae's latents are meant to be sparse and VICReg's variance "
-                             "term pushes every latent's std up to γ; disable vicreg or use another model")
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

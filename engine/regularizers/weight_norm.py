@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from engine.regularizers.base import Regularizer, Setup, register
+from engine.regularizers.base import Need, Regularizer, Setup, register
 
 
 @register
@@ -25,14 +25,12 @@ class WeightNorm(Regularizer):
 
     name = "weight_norm"
     group = "norm"
+    requires = (
+        Need(why="it reparametrises every Linear layer, whose weights this model constrains or freezes",
+             fix="disable it", model_lacks=frozenset({"sae_latents", "fixed_features"})),
+    )
     source = "Weight Normalization (Salimans & Kingma, 2016)"
     reparametrizes = True
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        if cfg.model.name in ("sae", "random_features"):
-            raise ValueError(f"regularizers.weight_norm: not for model.name={cfg.model.name} "
-                             "(its weights are constrained or frozen); disable it")
 
     def __init__(self, setup: Setup, **values: Any) -> None:
         super().__init__(setup, **values)

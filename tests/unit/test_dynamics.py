@@ -52,11 +52,12 @@ def loss_for(cfg: LossConfig, task: str = "classification",
 
 def make_ctx(model: nn.Module, data: Dataset, cfg: RunConfig | None = None) -> DiagnosticContext:
     cfg = cfg or RunConfig()
-    stablemax = "stablemax" in cfg.enabled_regularizers()
-    loss_fn = loss_for(cfg.loss, data.task, log_stablemax if stablemax else log_softmax)
+    output_fn = log_stablemax if "stablemax" in cfg.enabled_regularizers() else None
+    loss_fn = loss_for(cfg.loss, data.task, output_fn or log_softmax)
     model.eval()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return DiagnosticContext(model, data, cfg, torch.arange(data.n_train), loss_fn, optimizer, lambda: 0.1)
+    return DiagnosticContext(model, data, cfg, torch.arange(data.n_train), loss_fn, optimizer, lambda: 0.1,
+                             output_fn=output_fn)
 
 
 def random_data(n: int = 40, d: int = 5, c: int = 3, seed: int = 0) -> Dataset:
@@ -162,19 +163,19 @@ def test_aurc_and_nll_hand_cases() -> None:
 
 def test_stablemax_probabilities() -> None:
     z = torch.tensor([[1.0, 0.0, -1.0]])
-    assert probabilities(z, stablemax=True) == pytest.approx(torch.tensor([[2 / 3.5, 1 / 3.5, 0.5 / 3.5]]))
+    assert probabilities(z, log_stablemax) == pytest.approx(torch.tensor([[2 / 3.5, 1 / 3.5, 0.5 / 3.5]]))
     assert probabilities(z) == pytest.approx(torch.softmax(z.double(), -1))
 
 
 def test_calibration_instrument_end_to_end() -> None:
     torch.manual_seed(0)
     data = random_data()
-    for cfg, stablemax in ((RunConfig(), False), (validate({"regularizers": {"stablemax": {}}}), True)):
+    for cfg, output_fn in ((RunConfig(), None), (validate({"regularizers": {"stablemax": {}}}), log_stablemax)):
         model = MLP(5, 3, width=8, depth=1)
         ctx = make_ctx(model, data, cfg)
         out = get("calibration")(ctx, seed=0).measure(ctx, 0).metrics
         with torch.no_grad():
-            expected = calibration(model(data.x_test), data.y_test, stablemax)
+            expected = calibration(model(data.x_test), data.y_test, output_fn)
         assert out == pytest.approx(expected)
         assert 0.0 <= out["calib/ece"] <= 1.0
     assert not get("calibration").applies(validate({"data": {"name": "teacher_student"}, "loss": {"name": "mse"}}))

@@ -566,14 +566,20 @@ def twins() -> Iterator[None]:
     """Temporarily register a second output replacement and a second step wrapper."""
 
     class OtherOutput(Regularizer):
-        """Test double."""
+        """Test double: found as an output function by overriding ``output_fn``."""
 
-        name, group, source, replaces_output = "zz_output", "test", "test", True
+        name, group, source = "zz_output", "test", "test"
+
+        def output_fn(self, logits: Tensor) -> Tensor:
+            return logits.log_softmax(-1)
 
     class OtherStep(Regularizer):
-        """Test double."""
+        """Test double: found as a step wrapper by overriding ``step``."""
 
-        name, group, source, wraps_step = "zz_step", "test", "test", True
+        name, group, source = "zz_step", "test", "test"
+
+        def step(self, closure: Callable[[bool], Tensor], optimizer: torch.optim.Optimizer) -> Tensor:
+            return closure(True)
 
     added = [register(OtherOutput).name, register(OtherStep).name]
     try:

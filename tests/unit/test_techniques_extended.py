@@ -21,7 +21,6 @@ from engine.models.sae import SparseAutoencoder
 from engine.regularizers import Batch, LossContext, Regularizer, Setup, get, normalize_regularizer_params
 from engine.regularizers.robust_avg import median_of_means, winsorized_mean
 from engine.regularizers.sae_abs_topk import abs_topk
-from engine.regularizers.sae_topk import SAE_SPARSITY
 from engine.regularizers.w2_init import w2_term
 from engine.trainer import Trainer
 
@@ -73,7 +72,7 @@ def test_plugin_contract(name: str) -> None:
     cls = get(name)
     assert cls.group and cls.source.strip() and cls.summary().strip()
     assert cls.__doc__ is not None and len(cls.__doc__.strip().splitlines()) > 2
-    assert name not in cls.conflicts
+    assert name not in cls.refuses and not (cls.refuses & cls.properties())
     for spec in cls.params:
         assert spec.help and spec.coerce(spec.default, name) == spec.default
         assert spec.min is None or spec.default >= spec.min
@@ -94,8 +93,9 @@ def test_unsupported_configs_are_refused(cfg: dict, name: str) -> None:
 
 
 def test_conflicts_are_refused() -> None:
-    assert set(get("sae_abs_topk").conflicts) == set(SAE_SPARSITY)
-    assert {"mixup", "cutmix", "regmixup", "elr", "pskd"} <= set(get("manifold_mixup").conflicts)
+    assert get("sae_abs_topk").exclusive == get("sae_topk").exclusive == "sae_sparsity"
+    assert get("manifold_mixup").exclusive == get("mixup").exclusive == "batch_mixing"
+    assert "mixes_rows" in get("manifold_mixup").properties() and "mixes_rows" in get("elr").refuses
     sae = tiny("sparse_features", "sae", {"sae_abs_topk": {}, "sae_topk": {}}, loss__name="mse", data__dim=16)
     with pytest.raises(ValueError, match="cannot be combined"):
         validate(sae)

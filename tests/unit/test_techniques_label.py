@@ -100,7 +100,7 @@ def train_steps(model: nn.Module, regs: list[Regularizer], x: Tensor, y: Tensor,
     loss_cfg = loss_cfg or LossConfig()
     chain = sorted(regs, key=lambda r: r.order)
     params = [p for p in model.parameters() if p.requires_grad]
-    stepper = next((r for r in chain if r.wraps_step), None)
+    stepper = next((r for r in chain if r.overrides("step")), None)
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for step in range(first_step, first_step + steps):
@@ -630,7 +630,7 @@ def test_logit_z_loss_gradient_is_two_lambda_log_z_softmax() -> None:
     logits = model(x)
     ctx = LossContext(Batch(x, y, torch.arange(5)), logits, None, model, 1, 10, torch.zeros(()))
     torch.testing.assert_close(reg.extra_loss(ctx), logit_z_penalty(logits, lam))
-    assert reg.after_backward([], 1)["logits/log_z"] == pytest.approx(float(torch.logsumexp(logits.detach(), 1).mean()))
+    assert reg.metrics()["logits/log_z"] == pytest.approx(float(torch.logsumexp(logits.detach(), 1).mean()))
 
 
 def test_logit_z_loss_drives_log_z_towards_zero() -> None:

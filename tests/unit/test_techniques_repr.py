@@ -18,14 +18,14 @@ from torch.nn import functional as F
 
 from engine.models.mlp import MLP
 from engine.models.sae import SparseAutoencoder
-from engine.regularizers import Batch, LossContext, Regularizer, Setup, get, normalize_regularizer_params
+from engine.regularizers import Batch, LossContext, Regularizer, Setup, all_techniques, get, normalize_regularizer_params
 from engine.regularizers.base import technique_generator
 from engine.regularizers.nested_dropout import sample_truncated_geometric, truncated_geometric_pmf
 from engine.regularizers.nuclear_norm import nuclear_penalty
 from engine.regularizers.orthogonality import orthogonality_penalty
 from engine.regularizers.sae_batch_topk import batch_topk_relu
 from engine.regularizers.sae_feature_choice import capacity, feature_choice_relu
-from engine.regularizers.sae_topk import SAE_SPARSITY, topk_relu
+from engine.regularizers.sae_topk import topk_relu
 from engine.regularizers.spectral import power_step_
 from engine.regularizers.vicreg import covariance_term, variance_term
 
@@ -82,7 +82,7 @@ def test_new_techniques_honour_the_plugin_contract(name: str) -> None:
     cls = get(name)
     assert cls.group in ("continual", "repr", "sae") and cls.source.strip() and cls.summary().strip()
     assert cls.__doc__ is not None and len(cls.__doc__.strip().splitlines()) > 2
-    assert name not in cls.conflicts
+    assert name not in cls.refuses and not (cls.refuses & cls.properties())
     for spec in cls.params:
         assert spec.help and spec.coerce(spec.default, name) == spec.default
         assert spec.min is None or spec.default >= spec.min
@@ -101,8 +101,8 @@ def test_sae_techniques_refuse_other_models(name: str) -> None:
 
 def test_at_most_one_sae_sparsity_mechanism() -> None:
     config = pytest.importorskip("engine.config")
-    for name in SAE_SPARSITY:
-        assert set(get(name).conflicts) == set(SAE_SPARSITY) - {name}
+    sparsity = {name for name, cls in all_techniques().items() if cls.exclusive == "sae_sparsity"}
+    assert sparsity == {"sae_topk", "sae_batch_topk", "sae_feature_choice", "sae_l1", "sae_abs_topk"}
     with pytest.raises(ValueError, match="cannot be combined"):
         config.validate(sae_config(sae_topk={}, sae_batch_topk={}))
     config.validate(sae_config(sae_topk={}, sae_aux_k={}))

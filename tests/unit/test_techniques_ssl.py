@@ -2,7 +2,7 @@
 models, the config refusals, and one cheap behavioural check through the trainer on two moons.
 
 Mechanism tests build a technique from a fake ``Setup`` and call its hooks in the trainer's order
-(engine/regularizers/base.py): extra_loss → backward → after_backward → optimizer step → after_step.
+(engine/regularizers/base.py): extra_loss → backward → after_backward → optimizer step → after_step → metrics.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from torch.nn import functional as F
 
 from engine.config import ConfigError, validate
 from engine.regularizers import Batch, LossContext, Regularizer, Setup, get, normalize_regularizer_params
-from engine.regularizers._ssl import SSL_TECHNIQUES, ramp_weight, squared_distance
+from engine.regularizers._ssl import ramp_weight, squared_distance
+
+# The student–teacher SSL family these mechanism tests cover (uda and cps have their own tests).
+SSL_TECHNIQUES = ("pi_model", "mean_teacher", "fixmatch", "pseudo_label", "ict")
 from engine.trainer import Trainer
 
 # ---- fakes -----------------------------------------------------------------------------------
@@ -108,7 +111,7 @@ def test_plugin_contract(name: str) -> None:
     assert cls.group == "ssl" and cls.tasks == ("classification",)
     assert "(" in cls.source and any(year in cls.source for year in ("2013", "2017", "2019", "2020"))
     assert cls.summary() and len(cls.__doc__.strip().splitlines()) > 2
-    assert set(cls.conflicts) == set(SSL_TECHNIQUES) - {name}
+    assert cls.exclusive == "ssl_student_teacher"  # one of them per run
     for spec in cls.params:
         assert spec.help
         assert spec.coerce(spec.default, f"regularizers.{name}.{spec.name}") == spec.default
@@ -171,7 +174,7 @@ def test_batch_without_unlabelled_rows_adds_nothing(name: str) -> None:
     reg = build(name, model)
     all_labeled = torch.ones(N, dtype=torch.bool)
     assert reg.extra_loss(context(model, make_batch(labeled=all_labeled))) is None
-    assert reg.after_backward(list(model.parameters()), 1) == {}
+    assert reg.metrics() == {}
 
 
 @pytest.mark.parametrize("name", SSL_TECHNIQUES)
@@ -237,6 +240,7 @@ def train_steps(reg: Regularizer, model: nn.Module, steps: int, lr: float = 0.1)
         reg.after_backward(list(model.parameters()), step)
         optimizer.step()
         reg.after_step(step)
+        reg.metrics()
         yield step
 
 
@@ -274,7 +278,7 @@ def test_fixmatch_tau_one_gives_zero_loss_and_zero_mask_rate() -> None:
     reg = build("fixmatch", model, validated=False, tau=1.0, ramp=0.0)
     loss = reg.extra_loss(context(model, make_batch()))
     assert torch.equal(loss, torch.tensor(0.0))
-    metrics = reg.after_backward(list(model.parameters()), 1)
+    metrics = reg.metrics()
     assert metrics["ssl/mask_rate"] == 0.0 and "ssl/pseudo_acc" not in metrics
 
 
@@ -295,12 +299,12 @@ def test_fixmatch_masked_ce_normalised_by_the_whole_unlabelled_batch() -> None:
     reg = build("fixmatch", model, validated=False, tau=tau, ramp=0.0, weak_sigma=0.0, strong_sigma=0.0, lambda_u=2.0)
     loss = reg.extra_loss(context(model, batch))
     torch.testing.assert_close(loss, 2.0 * expected)
-    metrics = reg.after_backward(list(model.parameters()), 1)
+    metrics = reg.metrics()
     assert metrics["ssl/mask_rate"] == pytest.approx(float(mask.float().mean()))
     assert metrics["ssl/pseudo_acc"] == pytest.approx(float((pseudo == hidden)[mask].float().mean()))
     assert metrics["ssl/pseudo_acc_all"] == pytest.approx(float((pseudo == hidden).float().mean()))
     assert metrics["ssl/weight"] == 2.0
-    assert reg.after_backward(list(model.parameters()), 1) == {}  # reported once
+    assert reg.metrics() == {}  # reported once
 
 
 # ---- naive pseudo-labels --------------------------------------------------------------------
@@ -321,7 +325,7 @@ def test_pseudo_label_targets_the_argmax_of_the_detached_prediction() -> None:
     expected = torch.zeros_like(grad)
     expected[~LABELED] = 0.5 * (z.softmax(dim=1) - F.one_hot(pseudo, C)) / len(z)  # CE with a fixed target
     torch.testing.assert_close(grad, expected)
-    metrics = reg.after_backward([], 1)
+    metrics = reg.metrics()
     assert metrics["ssl/mask_rate"] == 1.0
     assert metrics["ssl/pseudo_acc"] == pytest.approx(float((pseudo == batch.y[~LABELED]).float().mean()))
 
