@@ -139,18 +139,23 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optim, self.params)
         for technique in self.techniques.values():  # those that reset optimizer state (ReDo) need it
             technique.bind_optimizer(self.optimizer)
+        # Hooks are found one way, by override (the order they run in: engine/regularizers/base.py).
         chain = sorted(self.techniques.values(), key=lambda r: r.order)
-        self._batch_hooks = [r for r in chain if type(r).transform_batch is not Regularizer.transform_batch]
-        self._target_hooks = [r for r in chain if type(r).transform_targets is not Regularizer.transform_targets]
-        self._loss_hooks = [r for r in chain if type(r).extra_loss is not Regularizer.extra_loss]
-        self._grad_hooks = [r for r in chain if type(r).after_backward is not Regularizer.after_backward]
-        self._after_step_hooks = [r for r in chain if type(r).after_step is not Regularizer.after_step]
-        self._output_fn = next((r.output_fn for r in chain if r.replaces_output), log_softmax)
-        self._stepper = next((r for r in chain if r.wraps_step), None)
+        hooks = {hook: [r for r in chain if r.overrides(hook)] for hook in (
+            "transform_batch", "transform_targets", "output_fn", "extra_loss", "after_backward", "step",
+            "after_step", "metrics")}
+        self._batch_hooks, self._target_hooks = hooks["transform_batch"], hooks["transform_targets"]
+        self._loss_hooks, self._grad_hooks = hooks["extra_loss"], hooks["after_backward"]
+        self._after_step_hooks, self._metric_hooks = hooks["after_step"], hooks["metrics"]
+        # At most one of each (config validation refuses two): the output function and the step.
+        output = next((r.output_fn for r in hooks["output_fn"]), None)
+        self._output_fn = output or log_softmax
+        self._stepper: Regularizer | None = next(iter(hooks["step"]), None)
         self.probe = probe_indices(self.data, seed=cfg.seed)
         self.boundary_grid = BoundaryGrid.for_data(self.data)  # 2-D classification only; fixed for the run
         self.diagnostics_context = DiagnosticContext(
-            self.model, self.data, cfg, self.probe, self._objective_loss, self.optimizer, lambda: self.lr)
+            self.model, self.data, cfg, self.probe, self._objective_loss, self.optimizer, lambda: self.lr,
+            techniques=tuple(self.techniques.values()), output_fn=output)
         active = cfg.active_diagnostics()
         self.instruments: dict[str, Diagnostic] = {
             name: get_diagnostic(name)(self.diagnostics_context, cfg.seed,
@@ -213,6 +218,9 @@ class Trainer:
         self.model.after_optimizer_step()
         for hook in self._after_step_hooks:
             hook.after_step(step)
+        if log:
+            for hook in self._metric_hooks:
+                metrics.update(hook.metrics())
         metrics["train/loss"] = loss.item()
         metrics["lr"] = self.lr
         return metrics
