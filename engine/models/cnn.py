@@ -76,7 +76,7 @@ class CNNModel(ModelFamily):
     name = "cnn"
     tasks = frozenset({"classification"})
     inputs = frozenset({"image"})
-    traits = frozenset({"dropout_slots", "relu_units", "conv"})
+    traits = frozenset({"dropout_slots", "relu_units", "conv", "linear_readout", "readout_dropout"})
 
     @classmethod
     def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:

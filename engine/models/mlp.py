@@ -131,7 +131,8 @@ class MLPModel(ModelFamily):
     """Fully connected network: depth × (Linear → activation → Dropout), then a linear head."""
 
     name = "mlp"
-    traits = frozenset({"dropout_slots", "relu_units", "hidden_stack", "first_layer_linear", "crelu"})
+    traits = frozenset({"dropout_slots", "relu_units", "hidden_stack", "first_layer_linear", "crelu", "linear_readout",
+                        "readout_dropout"})
 
     @classmethod
     def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:
@@ -178,7 +179,7 @@ class QuadraticMLPModel(ModelFamily):
     """Linear → x² → Linear: Gromov's solvable grokking model."""
 
     name = "quadratic_mlp"
-    traits = frozenset({"dropout_slots", "first_layer_linear", "own_activation"})
+    traits = frozenset({"dropout_slots", "first_layer_linear", "own_activation", "linear_readout", "readout_dropout"})
 
     @classmethod
     def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:

@@ -62,7 +62,7 @@ class RandomFeaturesModel(ModelFamily):
     """Fixed random features with a trainable linear readout (double descent)."""
 
     name = "random_features"
-    traits = frozenset({"dropout_slots", "relu_units", "fixed_features"})
+    traits = frozenset({"dropout_slots", "relu_units", "fixed_features", "linear_readout", "readout_dropout"})
 
     @classmethod
     def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:
