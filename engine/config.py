@@ -17,6 +17,7 @@ otherwise kept as a string, and pydantic then coerces it to the field's declared
 from __future__ import annotations
 
 import json
+import re
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -344,6 +345,15 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
+_LONG_RUN = re.compile(r"\S{121,}")
+
+
+def _cap(message: str) -> str:
+    """Cut every run of more than 120 non-space characters (a pasted value, an absurd key) so that a
+    refusal stays a short line while keeping its words — the field name and the fix."""
+    return _LONG_RUN.sub(lambda m: f"{m.group()[:60]}… ({len(m.group()):,} characters)", message)
+
+
 def _value_problem(err: ValueError) -> str:
     """A parser's ValueError in the user's terms (Python's digit-limit message advises a sys call)."""
     text = (str(err).splitlines() or [type(err).__name__])[0]
@@ -364,9 +374,9 @@ def validate(data: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(_cap(_format_error(err))) from None
     except (ValueError, TypeError, ArithmeticError) as err:  # from our validators outside pydantic's wrapping
-        raise ConfigError((str(err).splitlines() or [type(err).__name__])[0]) from None
+        raise ConfigError(_cap((str(err).splitlines() or [type(err).__name__])[0])) from None
 
 
 def parse_value(text: str) -> Any:
