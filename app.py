@@ -1,21 +1,14 @@
-"""Regularization Lab — Streamlit entry point: page config and navigation over pages/."""
+"""Regularization Lab — Streamlit entry point: page config and navigation over pages/ (listed in pages/__init__.py)."""
 
 import os
 
 import streamlit as st
 
 from engine.projections import warm_up
+from pages import app_navigation
 
 st.set_page_config(page_title="Regularization Lab", page_icon="🧪", layout="wide")
-page = st.navigation([
-    st.Page("pages/lab.py", title="Lab", icon="🧪", default=True),
-    st.Page("pages/diagnostics.py", title="Diagnostics", icon="📈"),
-    st.Page("pages/embeddings.py", title="Embeddings", icon="🌀"),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
-    st.Page("pages/gallery.py", title="Gallery", icon="🖼️"),
-    st.Page("pages/sweeps.py", title="Sweeps", icon="🗺️"),
-    st.Page("pages/runs.py", title="Runs", icon="🗂️"),
-])
+page = app_navigation()
 try:
     page.run()
 finally:  # after the page is drawn: the JIT thread holds the GIL for seconds and would delay the first page

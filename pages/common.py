@@ -11,6 +11,7 @@ import streamlit as st
 
 from engine.jobs import Job
 from engine.store import RunStore
+from pages import app_navigation, navigated
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -19,17 +20,19 @@ POLL_S = 0.5  # live pages redraw at 2 Hz while something trains
 
 
 def _use_app_navigation() -> None:
-    """Run app.py's ``st.navigation`` even when a process's first request is a deep link.
+    """Run app.py's navigation even when a server's first request is a deep link.
 
-    Streamlit treats an app with a ``pages/`` folder as a v1 multipage app until ``st.navigation``
-    has run once in the process, so a first request to ``/compare?runs=…`` would run that page
-    without app.py (no page config, a file-name page list). Every page imports this module, so
-    this runs on that first request: switch the process to app-defined navigation and rerun.
+    Streamlit treats an app with a ``pages/`` folder next to its entry script as a legacy
+    multipage app until ``st.navigation`` has run once in the server process; so a fresh server
+    whose first request is ``/compare?runs=…`` runs that page alone (no page config, a list of
+    file names as navigation). Every page imports this module, and that first import happens in
+    such a run only before app.py has ever run in the process: then the app's own navigation is
+    declared here (hidden; calling ``st.navigation`` is what ends the legacy mode, for the whole
+    process) and the run starts again, now through app.py, on the same URL and query. Nothing
+    happens on a bare import (tests import this module outside any server).
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if getattr(PagesManager, "uses_pages_directory", False):
-        PagesManager.uses_pages_directory = False
+    if not navigated() and st.runtime.exists():
+        app_navigation(position="hidden")
         st.rerun()
 
 
