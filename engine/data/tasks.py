@@ -30,7 +30,6 @@ from torch import nn
 
 from engine.data import Dataset
 from engine.data._common import data_rng
-from engine.regularizers.spectral import augmented_weight, spectral_layers
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -98,8 +97,20 @@ def train_accuracy(model: nn.Module, data: Dataset) -> float:
 
 @torch.no_grad()
 def sigma_max_metrics(model: nn.Module) -> dict[str, float]:
-    """Exact top singular value of each layer's [W | b] (the matrix spectral regularization targets)."""
-    sigmas = [float(torch.linalg.matrix_norm(augmented_weight(layer, True), ord=2)) for layer in spectral_layers(model)]
+    """Exact top singular value of each layer's [W | b] (the matrix spectral regularization targets).
+
+    Layers: every trainable ``nn.Linear``/``nn.Conv2d`` in registration order, kernels flattened to
+    out × in·kh·kw, bias appended as a column. Written here rather than imported from the spectral
+    technique, because a dataset module may not import another plugin family (no import cycles).
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d) and m.weight.requires_grad]
+    sigmas = [float(torch.linalg.matrix_norm(_with_bias(layer), ord=2)) for layer in layers]
     if not sigmas:
         return {}
     return {"task/sigma_max": max(sigmas), **{f"task/sigma_max_l{i}": s for i, s in enumerate(sigmas)}}
+
+
+def _with_bias(layer: nn.Module) -> torch.Tensor:
+    w = layer.weight.flatten(1)
+    bias = getattr(layer, "bias", None)
+    return w if bias is None else torch.cat([w, bias.unsqueeze(1)], dim=1)

@@ -93,7 +93,9 @@ def test_trainer_reports_end_of_task_accuracy_on_that_tasks_labels() -> None:
     assert trainer.final["task/index"] == 2
 
 
-@pytest.mark.parametrize("extra", [{"noise": 0.2}, {"n_labeled": 10}, {"name": "sparse_features", "dim": 4}])
+# sparse_features does not read n_classes: the helper's blobs value goes back to its default (3), not refused
+@pytest.mark.parametrize("extra", [{"noise": 0.2}, {"n_labeled": 10},
+                                   {"name": "sparse_features", "dim": 4, "n_classes": 3}])
 def test_tasks_refuse_label_noise_few_labels_and_regression(extra: dict) -> None:
     with pytest.raises(ConfigError, match=r"^data\.tasks: "):
         config(tasks=2, **extra)
