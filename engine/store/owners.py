@@ -22,22 +22,35 @@ _OWN_RUNS: set[str] = set()
 _OWN_RUNS_LOCK = threading.Lock()
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of ``/proc/<pid>/stat`` (Linux), or None where there is no such file."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (comm) may contain spaces and parentheses; everything after the last ')' is fixed.
+    return stat[stat.rfind(")") + 2 :].split()
+
+
 def _process_start_ticks(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks since boot (Linux ``/proc``), or None if unknown.
 
     Stored with the pid so a *different* process that later reuses the same pid is not mistaken
     for the run's owner.
     """
+    fields = _proc_stat(pid)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 2 (comm) may contain spaces and parentheses; everything after the last ')' is fixed.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    try:
-        return int(fields[19])  # field 22 overall: starttime
+        return int(fields[19]) if fields else None  # field 22 overall: starttime
     except (IndexError, ValueError):
         return None
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited but not been reaped (Linux). A zombie still answers
+    ``kill(pid, 0)``, and a killed sweep worker can stay one for a while when its parent died too
+    and the container's init is slow to reap orphans; it owns nothing any more."""
+    fields = _proc_stat(pid)
+    return bool(fields) and fields[0] in ("Z", "X")
 
 
 def _owner_alive(run_id: str, pid: int | None, hostname: str | None, start: int | None) -> bool:
@@ -63,6 +76,8 @@ def _owner_alive(run_id: str, pid: int | None, hostname: str | None, start: int 
         pass  # exists, owned by another user
     except OSError:
         return True
+    if _is_zombie(pid):
+        return False
     if start is not None:
         current = _process_start_ticks(pid)
         if current is not None and current != start:
