@@ -1,17 +1,7 @@
 """The training loop: events out, commands in.
 
-One update, in the order every technique relies on (techniques.md §0):
-
-    commands          pause / resume / stop / set(key, value), applied before the step
-    lr                base_lr × schedule(step) written into the optimizer
-    transform_batch   input noise / views → mixing (by ``order``); then transform_targets
-    closure           zero grads → forward → output_fn → data loss + Σ extra_loss → backward
-                      → grad/norm (raw) → after_backward chain (⊥Grad → clip → noise)
-                      → the model's gradient constraints (SAE: decoder-parallel part removed)
-    step              optimizer.step(), or one technique's wrapped step (SAM) that calls the
-                      closure twice
-    after_step        the model's own constraints (SAE decoder renormalisation), then the
-                      techniques' proximal updates, decoupled decay, schedules
+One update runs commands, the lr schedule and the techniques' hooks in the order every technique
+relies on, documented once in ``engine/regularizers/base.py``.
 
 A non-finite loss ends the run as ``diverged`` with the history kept, and so does a finite
 blow-up: a training loss above ``BLOWUP_FACTOR`` (10⁴) × the *initial loss*, defined as the first

@@ -1,22 +1,31 @@
 """Regularizer plugin API: typed parameters, a registry, and the hooks the trainer calls.
 
 A technique is one class in one file, registered with ``@register``. It implements only the
-hooks it needs, and the trainer finds them one way: by override (``overrides``). Within a step
-the trainer calls them in this order (``order`` sorts techniques within each chain, lower first):
+hooks it needs, and the trainer finds them one way: by override (``overrides``). This is the one
+place the order of an update is documented; ``order`` sorts techniques within each chain (lower
+first):
 
+    commands          pause / resume / stop / set(key, value), applied before the step
+    lr                base_lr × schedule(step) written into the optimizer
     transform_batch   input noise / views → mixup-type mixing
     transform_targets soft targets (label smoothing, PS-KD) after mixing
-    output_fn         log-probabilities from logits (StableMax; at most one technique)
-    extra_loss        penalties added to the data loss, logged as ``reg/<name>``
-    after_backward    gradient surgery: ⊥Grad (order 0) → clipping (10) → noise (20)
-    step              wrapped optimizer step (SAM; at most one technique)
-    after_step        proximal updates, EMA teachers, schedules
+    closure           zero grads → forward → output_fn → data loss + Σ extra_loss → backward
+                      → grad/norm (raw) → after_backward chain → the model's gradient
+                      constraints (SAE: decoder-parallel part removed)
+      output_fn       log-probabilities from logits (StableMax; at most one technique)
+      extra_loss      penalties added to the data loss, logged as ``reg/<name>``
+      after_backward  gradient surgery: ⊥Grad (order 0) → clipping (10) → noise (20)
+    step              optimizer.step(), or one technique's wrapped step (SAM; at most one
+                      technique) that may call the closure twice
+    after_step        the model's own constraints (SAE decoder renormalisation), then the
+                      techniques' proximal updates, decoupled decay, EMA teachers, schedules
     metrics           on log steps only, after the update: the technique's own ``group/name`` scalars
 
 ``output_fn`` and ``step`` run the data loss and the update for everyone, so two techniques that
-override the same one cannot both be on; ``check_config`` refuses that, as it refuses two
-techniques of one ``exclusive`` group, a technique with a property another ``refuses``, and a
-run whose declared traits (task, input kind, model traits) miss what ``tasks``/``requires`` ask.
+override the same one cannot both be on; config validation (``requirements.check_techniques``)
+refuses that, as it refuses two techniques of one ``exclusive`` group, a technique with a property
+another ``refuses``, and a run whose declared traits (task, input kind, model traits) miss what
+``tasks``/``requires`` ask; ``check_config`` adds what only the technique can judge.
 ``bind_optimizer`` is called once, after the optimizer is built (techniques are built before it,
 see ``engine/trainer.py``), for techniques that must reach its state (ReDo's moment reset).
 ``hessian_shift`` is not a training hook: the curvature instruments ask every enabled technique
