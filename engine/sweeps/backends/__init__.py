@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from engine.config import ConfigError
+from engine.plugin import Plugin
 from engine.registry import Registry
 from engine.sweeps.worker import CellReport, CellTask
 
 Done = Callable[[CellTask, CellReport], None]
 
 
-class Backend:
+class Backend(Plugin):
     """Base class: ``workers`` is how many cells run at once (None = sized to the machine)."""
 
     name: ClassVar[str]
