@@ -18,7 +18,15 @@ from torch.nn import functional as F
 
 from engine.models.mlp import MLP
 from engine.models.sae import SparseAutoencoder
-from engine.regularizers import Batch, LossContext, Regularizer, Setup, all_techniques, get, normalize_regularizer_params
+from engine.regularizers import (
+    Batch,
+    LossContext,
+    Regularizer,
+    Setup,
+    all_techniques,
+    get,
+    normalize_regularizer_params,
+)
 from engine.regularizers.base import technique_generator
 from engine.regularizers.nested_dropout import sample_truncated_geometric, truncated_geometric_pmf
 from engine.regularizers.nuclear_norm import nuclear_penalty

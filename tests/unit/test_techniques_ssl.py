@@ -21,10 +21,10 @@ from torch.nn import functional as F
 from engine.config import ConfigError, validate
 from engine.regularizers import Batch, LossContext, Regularizer, Setup, get, normalize_regularizer_params
 from engine.regularizers._ssl import ramp_weight, squared_distance
+from engine.trainer import Trainer
 
 # The student–teacher SSL family these mechanism tests cover (uda and cps have their own tests).
 SSL_TECHNIQUES = ("pi_model", "mean_teacher", "fixmatch", "pseudo_label", "ict")
-from engine.trainer import Trainer
 
 # ---- fakes -----------------------------------------------------------------------------------
 
