@@ -111,6 +111,8 @@ class StoreBase:
         to root). The folder counts too: a WAL store writes its ``-wal`` file beside the database.
         """
         folder = self.root if self.root.is_dir() else None
+        if folder is not None and hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "it is on a read-only filesystem"
         if self.path.exists() and not os.access(self.path, os.W_OK):
             return "the file is not writable"
         if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
