@@ -12,7 +12,7 @@ from engine.diagnostics.base import (
     preserved_state,
     register,
 )
-from engine.plugin import Param, describe_params, normalize_params
+from engine.plugin import Param, normalize_params
 
 __all__ = ["REGISTRY", "Diagnostic", "DiagnosticContext", "Measurement", "all_diagnostics", "describe_all",
            "get", "normalize_diagnostic_params", "preserved_state", "register"]
@@ -33,6 +33,5 @@ def normalize_diagnostic_params(name: str, params: Any) -> dict[str, Any]:
 
 
 def describe_all() -> list[dict[str, Any]]:
-    return [{"name": c.name, "group": c.group, "every": c.every, "cost": c.cost, "needs": sorted(c.needs),
-             "default_on": c.default_on, "summary": c.summary(), "params": describe_params(c.params)}
-            for c in all_diagnostics().values()]
+    """The catalog as plain data (the UI's instrument panel)."""
+    return [cls.describe() for cls in all_diagnostics().values()]

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine.batch import Batch
-from engine.plugin import Param, Plugin
+from engine.plugin import Param, Plugin, describe_params
 from engine.registry import Registry
 from engine.rng import technique_generator
 from engine.traits import run_traits
@@ -133,6 +133,13 @@ class Diagnostic(Plugin):
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """The catalog entry: schedule, cost and needs besides name, summary and parameters."""
+        return {"name": cls.name, "group": cls.group, "every": cls.every, "cost": cls.cost,
+                "needs": sorted(cls.needs), "default_on": cls.default_on, "summary": cls.summary(),
+                "params": describe_params(cls.params)}
 
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:
