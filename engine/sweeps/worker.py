@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.config import ConfigError, validate
 from engine.events import Event
-from engine.store import RunStore
+from engine.store import RunStore, StoreError
 
 _STORES: dict[str, RunStore] = {}
 
@@ -107,8 +107,14 @@ def run_into(store: RunStore, task: CellTask, should_stop: Callable[[], bool]) -
         trainer = build_trainer(cfg)
     except ConfigError as err:
         return CellReport(task.index, record_failure(store, task, str(err)), "failed", str(err))
-    run_id, result = execute(cfg, store, StopWatch(trainer, should_stop), trainer=trainer,
-                             sweep_id=task.sweep_id, tags=task.tags)
+    created: list[str] = []
+    try:
+        run_id, result = execute(cfg, store, StopWatch(trainer, should_stop), trainer=trainer,
+                                 sweep_id=task.sweep_id, tags=task.tags, on_created=created.append)
+    except StoreError as err:  # disk full mid-run: the run is already recorded (failed, or left to recovery)
+        if not created:
+            raise
+        return CellReport(task.index, created[0], "failed", str(err))
     return CellReport(task.index, run_id, result.status, result.message)
 
 
