@@ -56,7 +56,7 @@ import numpy as np
 
 from engine import projections as P
 from engine.config import validate
-from engine.projections.backends import _import_umap
+from engine.projections.backends import import_umap
 from engine.runner import execute
 from engine.store import RunStore
 
@@ -167,7 +167,7 @@ def main() -> None:
               f"over {len(pca_ms)} frames; its trustworthiness takes {trust_ms:.0f} ms more")
 
         # ---- UMAP --------------------------------------------------------------------------
-        umap = _import_umap()
+        umap = import_umap()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t = time.perf_counter()

@@ -47,7 +47,7 @@ def _set_numba_cache_dir() -> None:
         numba.config.CACHE_DIR = str(path)
 
 
-def _import_umap() -> Any:
+def import_umap() -> Any:
     """``import umap`` once, thread-safely, with the numba cache directory set first."""
     with _UMAP_LOCK:
         _set_numba_cache_dir()
@@ -69,7 +69,7 @@ def umap_embed(x: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, s
     n = len(x)
     if n < 4:
         raise ValueError(f"umap: need at least 4 points (got {n})")
-    umap = _import_umap()
+    umap = import_umap()
     k = max(2, min(n_neighbors, n - 1))
     knn_indices, knn_dists = exact_knn(x, k)
     model = umap.UMAP(

@@ -13,7 +13,7 @@ import numpy as np
 
 from engine.events import Event, Snapshot
 from engine.projections.maths import align_procrustes, pca_coords, trustworthiness
-from engine.projections.results import Projection, _sample_ids, _snapshot_parts
+from engine.projections.results import Projection, sample_ids, snapshot_parts
 
 
 class LivePCA:
@@ -68,11 +68,11 @@ class LivePCA:
             self._latest = self._latest_features = None
 
     def _update(self, snapshot: Snapshot | Mapping[str, np.ndarray], step: int | None, quality: bool) -> Projection:
-        features, _, flags = _snapshot_parts(snapshot)
+        features, _, flags = snapshot_parts(snapshot)
         if step is None:
             step = int(snapshot.step) if isinstance(snapshot, Snapshot) else int(np.asarray(snapshot.get("step", 0)))
         t0 = time.perf_counter()
-        index = _sample_ids(features, flags)
+        index = sample_ids(features, flags)
         coords = pca_coords(features)
         prev = self._latest
         if prev is not None:

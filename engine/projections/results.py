@@ -38,7 +38,7 @@ class Projection:
         return self.coords[:, 1]
 
 
-def _snapshot_parts(
+def snapshot_parts(
     snapshot: Snapshot | Mapping[str, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(features, labels, flags) of a Snapshot event or of a stored snapshot (``flag_<name>`` keys)."""
@@ -48,7 +48,9 @@ def _snapshot_parts(
     return np.asarray(snapshot["features"]), np.asarray(snapshot["labels"]), flags
 
 
-def _sample_ids(features: np.ndarray, flags: Mapping[str, np.ndarray]) -> np.ndarray:
+def sample_ids(features: np.ndarray, flags: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Ids of a snapshot's rows: its ``index`` flag (the dataset rows it holds) when present, else
+    0..n-1 — what frames are matched on when they are aligned or warm-started from each other."""
     index = flags.get("index")
     return np.arange(len(features), dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
 
@@ -72,8 +74,8 @@ def projection_csv(projection: Projection, snapshot: Snapshot | Mapping[str, np.
     snapshot has no predictions (regression), ``is_noisy`` is 0 when no noise was applied. NaN
     coordinates (points UMAP left disconnected) are written as empty cells.
     """
-    features, labels, flags = _snapshot_parts(snapshot)
-    index = _sample_ids(features, flags)
+    features, labels, flags = snapshot_parts(snapshot)
+    index = sample_ids(features, flags)
     if len(index) != len(projection.index) or not np.array_equal(index, projection.index):
         raise ValueError("projection_csv: the projection was computed on other samples than this snapshot")
     n = len(index)

@@ -23,7 +23,7 @@ import numpy as np
 from engine.projections.backends import embed
 from engine.projections.maths import align_procrustes, pca_coords, trustworthiness
 from engine.projections.params import normalize_params, params_key
-from engine.projections.results import Projection, _sample_ids, _snapshot_parts, projection_csv
+from engine.projections.results import Projection, projection_csv, sample_ids, snapshot_parts
 
 if TYPE_CHECKING:
     from engine.store import RunStore
@@ -301,8 +301,8 @@ class ProjectionService:
         if cached is not None:
             return cached
         t0 = time.perf_counter()
-        features, _, flags = _snapshot_parts(self.snapshot(run_id, step))
-        index = _sample_ids(features, flags)
+        features, _, flags = snapshot_parts(self.snapshot(run_id, step))
+        index = sample_ids(features, flags)
         ref = self._neighbour(run_id, step, method, norm)
         init = None
         if ref is not None:
@@ -346,8 +346,8 @@ class ProjectionService:
                 if s in chain:
                     prev = chain[s]
                     continue
-                features, _, flags = _snapshot_parts(self.snapshot(run_id, s))
-                index = _sample_ids(features, flags)
+                features, _, flags = snapshot_parts(self.snapshot(run_id, s))
+                index = sample_ids(features, flags)
                 coords = pca_coords(features)
                 if prev is not None:
                     coords = align_procrustes(coords, prev[0], index, prev[1], translate=False)

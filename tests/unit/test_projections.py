@@ -1,4 +1,4 @@
-"""Embedding projections (engine/projections.py): aligned live PCA, cached background jobs, quality.
+"""Embedding projections (engine/projections/): aligned live PCA, cached background jobs, quality.
 
 umap is imported only inside the one UMAP test (its first import compiles numba code for tens of
 seconds); everything else uses PCA, t-SNE on ~100–300 points, or a stand-in embedding function.
