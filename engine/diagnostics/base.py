@@ -12,7 +12,7 @@ run every 200 steps — ≈ 20 ms a call on the digits MLP, so ≈ 5–10 % of a
 sharpness every 50 and trace every 200 are opt-in (presets turn them on); density and landscape
 run on demand only. ``diagnostics.<name>.every`` raises or lowers any of them per run.
 
-Conventions (diagnostics.md §0):
+Conventions:
 - Eval mode by default (dropout off): panels say so.
 - Curvature is of the mean *data* loss on the probe set; parameter penalties (L2, …), per-sample
   regularizers (ELR) and decoupled weight decay are excluded. Coupled L2 can be added

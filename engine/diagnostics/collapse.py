@@ -1,7 +1,7 @@
-"""Neural collapse NC1–NC4 of the penultimate features (diagnostics.md §8).
+"""Neural collapse NC1–NC4 of the penultimate features.
 
 Papyan, Han & Donoho 2020, *Prevalence of neural collapse during the terminal phase of deep
-learning training*. Definitions vary between papers and libraries (§19 items 9–11), so the lab
+learning training*. Definitions vary between papers and libraries, so the lab
 fixes one convention and every panel, export and test uses it:
 
 - μ_c class means, **μ_G = mean of the class means**, M̃ = [μ_c − μ_G]_c, W ∈ ℝ^{C×d}, b ∈ ℝ^C;
@@ -86,7 +86,7 @@ def between_class_eig(centered_means: Tensor) -> tuple[Tensor, Tensor]:
     ``eigh`` runs on the smaller of the d×d matrix Σ_B and the C×C Gram M̃M̃ᵀ/C (same non-zero
     eigenvalues; u = M̃ᵀv/√(Cλ) maps Gram eigenvectors to Σ_B's). Keeps the top
     r = min(d, C − 1) pairs and, of those, only λ > 1e-12 · λ_max — the rank clamp that one
-    library gets wrong for d < C − 1 (§19 item 10). Returns λ (r′,) and U (d×r′).
+    library gets wrong for d < C − 1. Returns λ (r′,) and U (d×r′).
     """
     c, d = centered_means.shape
     rank = min(d, c - 1)
@@ -123,7 +123,7 @@ def _cv(values: Tensor) -> float | None:
 
 
 def nc2(centered_means: Tensor) -> dict[str, float]:
-    """Equinorm, equiangularity and max-angle of the centred class means (§8 NC2)."""
+    """Equinorm, equiangularity and max-angle of the centred class means (NC2)."""
     c = centered_means.shape[0]
     norms = centered_means.norm(dim=1)
     out: dict[str, float] = {}
@@ -196,7 +196,7 @@ def neural_collapse(features: Tensor, labels: Tensor, W: Tensor | None = None,
 
 @register
 class Collapse(Diagnostic):
-    """Neural collapse NC1–NC4 of the penultimate features on the training probe set (lab §8 convention)."""
+    """Neural collapse NC1–NC4 of the penultimate features on the training probe set (lab convention)."""
 
     name = "collapse"
     group = "collapse"

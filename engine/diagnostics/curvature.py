@@ -4,9 +4,9 @@ All of them measure the Hessian of the mean *data* loss on the run's fixed probe
 (``DiagnosticContext.objective``: the loss as optimised, with its target transform and output
 function), in eval mode (the trainer calls ``measure`` with the model in eval mode inside
 ``preserved_state``). Parameter penalties, per-sample regularizers and decoupled weight decay are
-excluded; coupled L2 can be added analytically where an instrument offers ``include_penalties``
-(diagnostics.md §0). The numerics live in ``engine.diagnostics.hessian`` and
-``engine.diagnostics.landscape``; costs below are the measured ones of diagnostics.md §1/§17.
+excluded; coupled L2 can be added analytically where an instrument offers ``include_penalties``.
+The numerics live in ``engine.diagnostics.hessian`` and
+``engine.diagnostics.landscape``; costs below are measured ones.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def coupled_penalty(ctx: DiagnosticContext, params: dict[str, Tensor]) -> Tensor
 
 
 def stability_threshold(ctx: DiagnosticContext) -> float | None:
-    """The optimizer's stability line at the current η (diagnostics.md §4); None when there is none.
+    """The optimizer's stability line at the current η; None when there is none.
 
     GD/SGD: 2/η; heavy-ball momentum β (torch's SGD, no dampening): (2 + 2β)/η; Nesterov:
     (2 + 2β)/(η(1 + 2β)) (Cohen et al. 2022, Table 1; both checked on the linearised update of a
@@ -121,7 +121,7 @@ class Sharpness(Diagnostic):
     """Top Hessian eigenvalue (sharpness) against the optimizer's stability line 2/η.
 
     λ_max of the probe-set Hessian of the data loss (eval mode, fixed probe set — never the current
-    mini-batch), by power iteration (diagnostics.md §3): a cold start (tol 1e-3, ≤ 100 HVPs) on the
+    mini-batch), by power iteration: a cold start (tol 1e-3, ≤ 100 HVPs) on the
     first call, every ``restart_every``-th call (default 100) and whenever the warm value falls below half the
     previous one (the top eigenvector switched); otherwise ``warm_iters`` products from the previous
     eigenvector. Uses the current learning rate (schedules included) for ``sharpness/threshold``:
@@ -184,8 +184,8 @@ class Sharpness(Diagnostic):
 class Trace(Diagnostic):
     """Hessian trace by Hutchinson or Hutch++ with a fixed probe budget and its standard error.
 
-    Tr H of the probe-set data loss (eval mode) from m Rademacher probes (diagnostics.md §5): never
-    stopped on the running mean (§19.2); ``sharpness/trace_se`` = std/√m of the stochastic part.
+    Tr H of the probe-set data loss (eval mode) from m Rademacher probes: never
+    stopped on the running mean; ``sharpness/trace_se`` = std/√m of the stochastic part.
     Hutch++ spends m/3 products on a sketch of the top of the spectrum and is much less noisy when
     it decays fast. Probes come from the instrument's own seeded generator (reproducible, no
     global RNG). ``include_penalties`` adds λ·(number of covered parameters) for coupled L2 — exact.
@@ -221,7 +221,7 @@ class TopK(Diagnostic):
     """Top-k Hessian eigenvalues by Lanczos (ARPACK), on demand.
 
     The k algebraically largest eigenvalues of the probe-set data-loss Hessian (eval mode) via
-    ``scipy.sparse.linalg.eigsh(which="LA")`` from a seeded start (diagnostics.md §3); reported as
+    ``scipy.sparse.linalg.eigsh(which="LA")`` from a seeded start; reported as
     ``sharpness/eig_1`` (largest) … ``sharpness/eig_k``.
     """
 
@@ -248,7 +248,7 @@ class TopK(Diagnostic):
 class Density(Diagnostic):
     """Hessian eigenvalue density by stochastic Lanczos quadrature, on demand.
 
-    SLQ on the probe-set data-loss Hessian (eval mode; diagnostics.md §6): n_v runs of m Lanczos
+    SLQ on the probe-set data-loss Hessian (eval mode): n_v runs of m Lanczos
     steps with full re-orthogonalisation (twice), ``eigh`` of the tridiagonal, weights = first row
     squared (each run's weights sum to 1). Artifact ``density``: ``grid`` and ``density`` (Gaussian
     broadening σ² = 1e-5·max(1, range), integrates to 1; plot on a log axis with floor 1e-8),
@@ -282,7 +282,7 @@ class Density(Diagnostic):
 class Landscape(Diagnostic):
     """Loss and accuracy on a 1-D or 2-D slice through the weights, on demand.
 
-    diagnostics.md §7 (Li et al. 2018): ``1d``/``2d`` use zero-mean Gaussian directions drawn from
+    Li et al. 2018: ``1d``/``2d`` use zero-mean Gaussian directions drawn from
     ``directions_seed``, filter-normalised per output unit with biases set to 0 (same seed ⇒ same
     directions for A/B runs; normalisation uses each run's own θ), α ∈ [−1, 1] (51 points 1-D,
     21 × 21 2-D);

@@ -1,20 +1,18 @@
 """Training-dynamics instruments: gradient coherence, calibration, grokking progress measures.
 
-diagnostics.md §11–§13:
-
 - **m-coherence** (`grad/coherence`; Chatterjee 2020, *Coherent gradients*, and Chatterjee &
   Zielinski 2022, *On the generalization mystery in deep learning*): α_m = ‖Σ_i g_i‖² / Σ_i ‖g_i‖²
   over m per-example gradients — m when they are identical, 1 when mutually orthogonal
   (memorisation), 0 when they cancel. O(m·P), no pairwise products. Per-example gradients come from
-  ``torch.func.vmap(grad(...))`` over ``functional_call`` (≈ 4× one gradient, §11), so the live
+  ``torch.func.vmap(grad(...))`` over ``functional_call`` (≈ 4× one gradient), so the live
   module is never touched. `grad/dir_var` (*Dropout reduces underfitting*, Liu et al. 2023) is
   the mean pairwise cosine distance among K = 8 mini-batch gradients at fixed θ, here the K
   disjoint mini-batches of m/K examples the per-example gradients already give for free.
-- **Calibration** (§13; Guo et al. 2017, *On calibration of modern neural networks*): `calib/ece`
+- **Calibration** (Guo et al. 2017, *On calibration of modern neural networks*): `calib/ece`
   with 15 equal-width bins ((k−1)/15, k/15] of the top-label confidence, empty bins skipped;
   `calib/aurc` (risk–coverage, Geifman et al. 2019); `calib/nll`. Probabilities come from the
-  run's output function: softmax, or StableMax when that technique is on (techniques §6.2).
-- **Grokking** (§12; Prieto et al. 2025, *Grokking at the edge of numerical stability*):
+  run's output function: softmax, or the one a technique installed (e.g. StableMax).
+- **Grokking** (Prieto et al. 2025, *Grokking at the edge of numerical stability*):
   `grok/sc_frac`, the fraction of samples whose Σ_j exp(z_j − max z) is exactly 1 in float32
   (softmax collapse); `grok/nlm_cos` = cos(−∇_θL, θ), → 1 when the gradient only scales the
   weights (naive loss minimisation); `grok/ipr`, the mean Fourier inverse participation ratio of
@@ -177,7 +175,7 @@ def nll(probs: Tensor, labels: Tensor) -> float:
 
 def calibration(logits: Tensor, labels: Tensor,
                 output_fn: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
-    """``calib/ece``, ``calib/aurc``, ``calib/nll`` of logits against labels (§13)."""
+    """``calib/ece``, ``calib/aurc``, ``calib/nll`` of logits against labels."""
     probs = probabilities(logits, output_fn)
     return {"calib/ece": expected_calibration_error(probs, labels), "calib/aurc": aurc(probs, labels),
             "calib/nll": nll(probs, labels)}
@@ -186,7 +184,7 @@ def calibration(logits: Tensor, labels: Tensor,
 # ---- grokking progress measures ------------------------------------------------------------
 
 def softmax_collapse_fraction(logits: Tensor) -> float:
-    """Fraction of rows whose Σ_j exp(z_j − max z) equals exactly 1 in float32 (§12).
+    """Fraction of rows whose Σ_j exp(z_j − max z) equals exactly 1 in float32.
 
     Always float32, the model's precision, even when the loss is computed in float64: that is
     where the non-max terms get absorbed and the gradient of the loss vanishes.
@@ -296,7 +294,7 @@ class Calibration(Diagnostic):
 
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:
-        # the spherical Z-loss is not a probability model: ECE/NLL of softmax(z) mean nothing (§13)
+        # the spherical Z-loss is not a probability model: ECE/NLL of softmax(z) mean nothing
         return super().applies(cfg) and cfg.loss.name != "z_spherical"
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:

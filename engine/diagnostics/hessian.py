@@ -2,16 +2,16 @@
 
 Pure functions on a Hessian-vector product ``hvp: flat vector → flat vector`` (no registry, no
 model knowledge), so every estimator can be validated against an exact Hessian or a quadratic
-toy (diagnostics.md §18). Conventions and defaults are those of diagnostics.md §3–§6:
+toy. Conventions and defaults:
 
-- HVPs by double backprop with the first-order graph kept alive across calls (§3: about half the
+- HVPs by double backprop with the first-order graph kept alive across calls (about half the
   cost of rebuilding it for every product).
-- Power iteration with the §3 relative stopping rule and a shift when the dominant eigenvalue is
+- Power iteration with a relative stopping rule and a shift when the dominant eigenvalue is
   negative; Lanczos through ``scipy.sparse.linalg.eigsh(which="LA")`` for top-k.
 - Hutchinson with a *fixed* number of Rademacher probes and a standard error, never a
-  "running mean stopped changing" rule (§19.2); Hutch++ as in Meyer et al. 2021.
+  "running mean stopped changing" rule; Hutch++ as in Meyer et al. 2021.
 - SLQ with full re-orthogonalisation applied twice, ``eigh`` of the tridiagonal and weights from
-  the first row of its eigenvectors squared (§19.1: the bugs to avoid).
+  the first row of its eigenvectors squared (the common SLQ bugs avoided).
 
 Every random vector comes from a ``torch.Generator`` passed in (the instrument's own), so results
 are reproducible and no global RNG is touched.
@@ -78,10 +78,10 @@ class HVP:
 
     The gradient g = ∇L is computed once with ``create_graph=True`` and kept; each product is then
     ``autograd.grad(⟨g, v⟩, θ, retain_graph=True)`` — one backward pass through the first-order
-    graph (diagnostics.md §3: 70 ms vs 130–150 ms per HVP when the graph is rebuilt each time).
+    graph (70 ms vs 130–150 ms per HVP when the graph is rebuilt each time).
     ``calls`` counts the products, the unit every instrument's cost is quoted in. The graph holds
     the probe set's activations, so an ``HVP`` is meant to live for one measurement.
-    Forward-over-reverse (``torch.func.jvp`` of ``grad``), the §3 alternative, measured 2.2× slower
+    Forward-over-reverse (``torch.func.jvp`` of ``grad``), the usual alternative, measured 2.2× slower
     on the edge-of-stability preset (13.7 vs 6.4 ms per product, 55k parameters, 1 thread).
     """
 
@@ -191,7 +191,7 @@ class PowerResult:
 
 
 def _power_loop(hvp: Callable[[Tensor], Tensor], v: Tensor, tol: float, max_iter: int) -> tuple[float, Tensor, int]:
-    """The §3 loop: w = Hv, λ = ⟨v, w⟩, v = w/‖w‖; stop when |λ_k − λ_{k−1}| ≤ tol·(|λ_{k−1}| + 1e-6)."""
+    """Power iteration: w = Hv, λ = ⟨v, w⟩, v = w/‖w‖; stop when |λ_k − λ_{k−1}| ≤ tol·(|λ_{k−1}| + 1e-6)."""
     v = v / v.norm()
     lam_prev, lam = math.nan, 0.0
     for k in range(1, max_iter + 1):
@@ -210,7 +210,7 @@ def _power_loop(hvp: Callable[[Tensor], Tensor], v: Tensor, tol: float, max_iter
 def power_iteration(hvp: Callable[[Tensor], Tensor], dim: int, v0: Tensor | None = None, tol: float = 1e-4,
                     max_iter: int = 100, generator: torch.Generator | None = None,
                     like: Tensor | None = None) -> PowerResult:
-    """Largest (algebraic) eigenvalue of H by power iteration (diagnostics.md §3).
+    """Largest (algebraic) eigenvalue of H by power iteration.
 
     Power iteration finds the eigenvalue of largest *magnitude*; when its Rayleigh quotient is
     negative the same loop is re-run on H + sI with s = |λ| (whose top eigenvalue is λ_max + s) and
@@ -255,7 +255,7 @@ def lanczos_top_k(hvp: Callable[[Tensor], Tensor], dim: int, k: int, v0: Tensor 
                   generator: torch.Generator | None = None, like: Tensor | None = None) -> LanczosResult:
     """Top-k (algebraically largest) eigenpairs by implicitly restarted Lanczos (ARPACK ``eigsh``).
 
-    diagnostics.md §3: more accurate per mat-vec than power iteration and the only sensible route
+    More accurate per mat-vec than power iteration and the only sensible route
     to top-k (k=1 in ~21 mat-vecs, k=5 in ~34). ``v0`` warm-starts (a previous eigenvector); by
     default a seeded Gaussian, so ARPACK's own unseeded start is never used. ``tol`` is ARPACK's
     relative accuracy of the Ritz values. Mat-vecs run in float64 on the ARPACK side.
@@ -305,10 +305,10 @@ def _mean_se(samples: list[float]) -> tuple[float, float]:
 
 def hutchinson(hvp: Callable[[Tensor], Tensor], dim: int, m: int = 30, generator: torch.Generator | None = None,
                like: Tensor | None = None) -> TraceResult:
-    """Tr H ≈ (1/m) Σ vᵢᵀ H vᵢ with m Rademacher probes (Hutchinson 1990; diagnostics.md §5).
+    """Tr H ≈ (1/m) Σ vᵢᵀ H vᵢ with m Rademacher probes (Hutchinson 1990).
 
     A fixed m, with SE = std(samples, ddof=1)/√m reported — never an early stop on the running
-    mean, which stopped at 19 probes with 2–3% error in an existing library (§19.2).
+    mean, which stopped at 19 probes with 2–3% error in an existing library.
     """
     gen, like = _generator(generator), like if like is not None else _like(hvp)
     samples = []
@@ -321,7 +321,7 @@ def hutchinson(hvp: Callable[[Tensor], Tensor], dim: int, m: int = 30, generator
 
 def hutchpp(hvp: Callable[[Tensor], Tensor], dim: int, m: int = 30, generator: torch.Generator | None = None,
             like: Tensor | None = None) -> TraceResult:
-    """Hutch++ (Meyer, Musco, Musco & Woodruff 2021) with the same budget of m HVPs (§5).
+    """Hutch++ (Meyer, Musco, Musco & Woodruff 2021) with the same budget of m HVPs.
 
     k = m/3: Q = orth(H S) captures the top of the spectrum exactly (t₁ = tr QᵀHQ), Hutchinson
     on the deflated remainder (I − QQᵀ)G gives t₂; the SE is that of the k deflated samples.
@@ -358,7 +358,7 @@ class SpectralDensity:
 
 
 def lanczos_tridiagonal(hvp: Callable[[Tensor], Tensor], q1: Tensor, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """m Lanczos steps from unit q1 with full re-orthogonalisation applied twice (§6).
+    """m Lanczos steps from unit q1 with full re-orthogonalisation applied twice.
 
     Returns the tridiagonal's diagonal α (length j) and off-diagonal β (length j − 1); stops early
     when β_j < 1e-10·|α_j| (an invariant subspace: the Ritz values are then exact).
@@ -388,7 +388,7 @@ def ritz_nodes_weights(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarra
     """Gauss quadrature of the tridiagonal: nodes = eigenvalues, weights = (first row of U)².
 
     ``eigh`` (symmetric solver) — never a general eigen-solver, and never the whole eigenvector
-    matrix squared (§19.1).
+    matrix squared.
     """
     t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
     theta, u = np.linalg.eigh(t)
@@ -397,7 +397,7 @@ def ritz_nodes_weights(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarra
 
 def gridded_density(nodes: np.ndarray, weights: np.ndarray, n_runs: int, points: int = 10_000
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(1/n_v) Σ τᵢ N(t; θᵢ, σ²) on a grid, σ² = 1e-5·max(1, range), pad 1% of the range (§6)."""
+    """(1/n_v) Σ τᵢ N(t; θᵢ, σ²) on a grid, σ² = 1e-5·max(1, range), pad 1% of the range."""
     lo, hi = float(nodes.min()), float(nodes.max())
     span = hi - lo
     pad = 0.01 * span if span > 0 else 0.01 * max(1.0, abs(hi))
@@ -414,7 +414,7 @@ def gridded_density(nodes: np.ndarray, weights: np.ndarray, n_runs: int, points:
 def slq_density(hvp: Callable[[Tensor], Tensor], dim: int, m: int = 80, n_v: int = 1,
                 generator: torch.Generator | None = None, like: Tensor | None = None,
                 points: int = 10_000) -> SpectralDensity:
-    """Spectral density of H by stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao 2019; §6).
+    """Spectral density of H by stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao 2019).
 
     n_v runs of m Lanczos steps from Rademacher starts; the largest and smallest Ritz nodes
     estimate λ_max and λ_min for free. m is clamped to ``dim``.

@@ -1,11 +1,11 @@
 """Loss-landscape slices: filter-normalised random directions, eigenvector planes, trajectories.
 
-diagnostics.md §7 (Li, Xu, Taylor, Studer & Goldstein 2018, *Visualizing the Loss Landscape of
-Neural Nets*). Every evaluation goes through ``torch.func.functional_call`` with a perturbed
+After Li, Xu, Taylor, Studer & Goldstein 2018, *Visualizing the Loss Landscape of
+Neural Nets*. Every evaluation goes through ``torch.func.functional_call`` with a perturbed
 parameter dict, so the live model is never displaced — a known bug of landscape tools that mutate
-weights in place and forget to restore them (§19.8). Directions are zero-mean Gaussian (§19.5),
-filter-normalised per output unit with 1-D tensors zeroed once (§19.6) and never rescaled as a
-whole afterwards (§19.7). Loss and accuracy are those of ``DiagnosticContext``: mean data loss on
+weights in place and forget to restore them. Directions are zero-mean Gaussian,
+filter-normalised per output unit with 1-D tensors zeroed once and never rescaled as a
+whole afterwards. Loss and accuracy are those of ``DiagnosticContext``: mean data loss on
 the fixed probe set; eval mode is the caller's job (the trainer measures inside
 ``preserved_state`` with the model in eval mode). Everything returned is NumPy.
 """
@@ -66,7 +66,7 @@ def random_direction(params: Params, generator: torch.Generator, bias_mode: Bias
 
 def random_directions(params: Params, seed: int, n: int = 2, bias_mode: BiasMode = "zero",
                       orthogonalize: bool = False) -> list[dict[str, Tensor]]:
-    """``n`` independent filter-normalised directions from one seed (stored with the artifact, §7).
+    """``n`` independent filter-normalised directions from one seed (stored with the artifact).
 
     The same seed gives the same raw noise for every run with the same architecture, so A/B runs
     are compared along the same directions while the normalisation uses each run's own θ.
@@ -167,7 +167,7 @@ def slice_2d(ctx: DiagnosticContext, d1: Params, d2: Params, grid: Sequence[floa
 
 def interpolation(ctx: DiagnosticContext, theta_a: Params, theta_b: Params,
                   alphas: Sequence[float] | np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Linear path θ(α) = (1 − α)θ_a + αθ_b, default α ∈ [−0.5, 1.5] with 41 points (§7)."""
+    """Linear path θ(α) = (1 − α)θ_a + αθ_b, default α ∈ [−0.5, 1.5] with 41 points."""
     alphas = np.linspace(-0.5, 1.5, 41) if alphas is None else np.asarray(alphas, dtype=np.float64)
     delta = {n: theta_b[n].detach() - theta_a[n].detach() for n in theta_a}
     loss, acc = np.empty(alphas.size), np.empty(alphas.size)
@@ -181,7 +181,7 @@ def interpolation(ctx: DiagnosticContext, theta_a: Params, theta_b: Params,
 
 def trajectory_projection(snapshots: Sequence[Tensor | np.ndarray], final: Tensor | np.ndarray,
                           n_components: int = 2) -> dict[str, np.ndarray]:
-    """Top PCA directions of the path θ_t − θ_final and the path projected on them (§7).
+    """Top PCA directions of the path θ_t − θ_final and the path projected on them.
 
     As in Li et al. 2018: PCA (centred) of the matrix of differences to the final weights gives the
     directions; the projection uses the uncentred differences, so θ_final sits at the origin of

@@ -1,7 +1,5 @@
 """Representation health: feature ranks, dead ReLU units, activation sparsity, SAE metrics.
 
-diagnostics.md §9 and §15:
-
 - **Effective rank** (Roy & Vetterli 2007, *The effective rank: a measure of effective
   dimensionality*): on the column-centred N×d feature matrix, p_i = σ_i/Σσ_j and
   erank = exp(−Σ p_i log p_i) — singular values σ, not σ². Exactly r for r equal non-zero σ.
@@ -157,7 +155,7 @@ def relu_unit_stats(model: nn.Module, x: Tensor, chunk: int = CHUNK) -> list[Uni
 def dead_units(model: nn.Module, x: Tensor) -> tuple[float, dict[str, float]] | None:
     """(pooled dead fraction, {module name: its dead fraction}); None without ReLU-family units.
 
-    A unit is dead when its activation is exactly 0 for every input in ``x`` (§9).
+    A unit is dead when its activation is exactly 0 for every input in ``x``.
     """
     stats = relu_unit_stats(model, x)
     return _dead_from_stats(stats) if stats else None

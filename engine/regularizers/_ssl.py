@@ -1,21 +1,21 @@
-"""Shared machinery of the semi-supervised consistency techniques (techniques §9).
+"""Shared machinery of the semi-supervised consistency techniques.
 
 Every SSL technique adds w(t)·L_u to the trainer's data loss, where the data loss is already a
 masked mean over the *labelled* rows of the batch (``Batch.labeled``) and L_u is computed here on
 the batch's *unlabelled* rows only. The true labels of those rows stay in ``y`` for one purpose:
-``ssl/pseudo_acc`` (diagnostics §14). Nothing here ever trains on them.
+``ssl/pseudo_acc``. Nothing here ever trains on them.
 
 What lives here:
 
 * ``ramp_weight`` — the shared ramp w(t) = w_max·exp(−5(1 − t/T_r)²) for t < T_r, then w_max,
   with T_r = ``ramp``·T and t the number of completed updates (``elapsed_steps``).
 * ``gaussian_view`` — x + σε with ε from the technique's own generator (the input-noise operator
-  of §3.2; weak view σ 0.1, strong view σ 0.4 on two moons).
+  of ``input_noise``; weak view σ 0.1, strong view σ 0.4 on two moons).
 * ``unlabeled_rows`` / ``hidden_labels`` — which rows of a batch are unlabelled, and their
   hidden true labels (``y_train_true`` when label noise is on too, else the batch's ``y``).
 * ``private_rng`` — runs the technique's extra forwards with torch's global RNG forked and
   seeded from the technique's generator, so dropout masks drawn there neither come from nor
-  shift the run's main stream (techniques §0, randomness).
+  shift the run's main stream.
 * ``EmaTeacher`` — θ′ ← αθ′ + (1 − α)θ after each optimizer step (buffers copied), for mean
   teacher and ICT.
 * ``SSLRegularizer`` — the base class: config checks, the unlabelled-row plumbing, the weight
@@ -91,7 +91,7 @@ def private_rng(generator: torch.Generator, device: torch.device) -> Iterator[No
 
 
 def squared_distance(p: Tensor, q: Tensor) -> Tensor:
-    """mean_u ‖p_u − q_u‖² (sum over classes, mean over rows): the consistency distance of §9."""
+    """mean_u ‖p_u − q_u‖² (sum over classes, mean over rows): the shared consistency distance."""
     return (p - q).pow(2).sum(dim=1).mean()
 
 

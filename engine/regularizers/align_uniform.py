@@ -31,7 +31,7 @@ class AlignUniform(Regularizer):
     """Add w·(L_align + λ·L_uniform) on L2-normalised penultimate features; positives are noisy views.
 
     *Understanding Contrastive Representation Learning through Alignment and Uniformity on the
-    Hypersphere* (Wang & Isola, ICML 2020), techniques §10 Extended, used as an auxiliary loss
+    Hypersphere* (Wang & Isola, ICML 2020), used as an auxiliary loss
     next to the data loss. On z = f/‖f‖ (penultimate features, flattened):
 
         L_align   = mean_b ‖z_b − z⁺_b‖^α                 (α = 2)

@@ -40,7 +40,7 @@ class CenterLoss(Regularizer):
     """Add λ·½·mean ‖f_i − c_{y_i}‖² on the penultimate features, with class centres c tracked by EMA.
 
     *A Discriminative Feature Learning Approach for Deep Face Recognition* (Wen et al., ECCV
-    2016), techniques §10 Extended. Conventions:
+    2016). Conventions:
 
     * Loss ½·mean_b ‖f_b − c_{y_b}‖² — the paper's ½Σ, averaged over the batch so λ does not
       scale with the batch size. Only labelled rows take part (``Batch.labeled``).

@@ -20,8 +20,8 @@ def contribution(activation: Tensor, outgoing: Tensor) -> Tensor:
 class ContinualBackprop(Regularizer):
     """After every update, re-initialise the ρ-fraction of mature hidden units with the lowest contribution utility.
 
-    *Loss of plasticity in deep continual learning* (Dohare et al., Nature 2024), Algorithm 1
-    (techniques §8.3). Per hidden layer of the MLP, after each optimizer step:
+    *Loss of plasticity in deep continual learning* (Dohare et al., Nature 2024), Algorithm 1.
+    Per hidden layer of the MLP, after each optimizer step:
 
     * ages a_i += 1; utility u_i ← η·u_i + (1 − η)·mean_batch|h_i|·Σ_k|w_ki|, h the activation
       of the latest training forward (before its dropout slot), w the next layer's weights;

@@ -78,7 +78,7 @@ class CoTeaching(Regularizer):
 
     *Co-teaching: Robust Training of Deep Neural Networks with Extremely Noisy Labels* (Han et
     al., NeurIPS 2018), as used in *Compressing Features for Learning with Noisy Labels*
-    (Chen et al., 2022); techniques §4.4:
+    (Chen et al., 2022):
 
         R(T) = 1 − min(τ·T/T_k, τ)        T = epochs done (fractional: updates / steps_per_epoch)
         per batch: S_A = the ⌈R·B⌉ smallest per-sample CE under A; S_B likewise under B

@@ -25,7 +25,7 @@ class CrossPseudoSupervision(SSLRegularizer):
     """Train a twin network; each learns from the other's hard pseudo-labels: λ·[CE(f₁, argmax f₂) + CE(f₂, argmax f₁)].
 
     *Semi-Supervised Semantic Segmentation with Cross Pseudo Supervision* (Chen, Yuan, Zeng &
-    Wang, CVPR 2021), techniques §9 (extended), adapted from pixels to examples:
+    Wang, CVPR 2021), adapted from pixels to examples:
 
         L = CE_sup(f₁) + CE_sup(f₂) + λ·[CE(f₁(x), argmax f₂(x)) + CE(f₂(x), argmax f₁(x))]
 

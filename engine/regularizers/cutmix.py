@@ -26,7 +26,7 @@ class CutMix(Regularizer):
     """Replace a random box of each image by the same box of another image; labels mix by area.
 
     *CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features* (Yun
-    et al., ICCV 2019), following the authors' reference code; techniques §4.6:
+    et al., ICCV 2019), following the authors' reference code:
 
         λ ~ Beta(α, α);  box of side √(1−λ)·(H, W) centred at a uniform pixel, clipped to the image
         x̃ = x with the box taken from x_π;  λ' = 1 − box area/(H·W);  ỹ = λ'ỹ + (1−λ')ỹ_π

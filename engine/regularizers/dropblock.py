@@ -45,7 +45,7 @@ class DropBlock(Regularizer):
 
     *DropBlock: A regularization method for convolutional networks* (Ghiasi, Lin & Le, NeurIPS
     2018), with the depth schedule of *Balanced Multi-Task Attention for Satellite Image
-    Classification* (Vir, 2025); techniques §3.3:
+    Classification* (Vir, 2025):
 
         seeds ~ Bernoulli(γ) where a block fits,  γ = p/bs² · F²/(F − bs + 1)²
         each seed → a bs × bs block of zeros;  h̃ = h ⊙ M · numel(M)/Σ M

@@ -33,7 +33,7 @@ class ELR(Regularizer):
     k visits row i sums to 1 − β^k. p comes from the run's output function (softmax, or
     StableMax when that replaces it). Sample ids come from ``batch.idx`` and must be stable
     across shuffles. Cannot be combined with mixup: the per-sample target of a mixed input is
-    ill-defined (techniques §4.2).
+    ill-defined.
     """
 
     name = "elr"

@@ -47,7 +47,7 @@ class ETFClassifier(Regularizer):
 
     *Inducing Neural Collapse in Imbalanced Learning: Do We Really Need a Learnable Classifier at
     the End of Deep Neural Network?* (Yang et al., NeurIPS 2022); also *Fix your classifier*
-    (Hoffer et al., ICLR 2018); techniques §10 Extended. At build time the readout weight W (C × d)
+    (Hoffer et al., ICLR 2018). At build time the readout weight W (C × d)
     becomes a simplex ETF: rows of norm ``scale`` with pairwise cosine −1/(C − 1) (the geometry of
     neural collapse), embedded in a random (C − 1)-dimensional subspace of the d features (drawn
     from the technique's generator). Its bias is zeroed. Both get ``requires_grad`` False; the

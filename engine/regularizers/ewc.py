@@ -49,8 +49,8 @@ def ewc_penalty(params: list[Tensor], anchors: list[Tensor], fishers: list[Tenso
 class EWC(Regularizer):
     """Add λ·Σ_i F_i(θ_i − θ*_i)²: a diagonal-Fisher-weighted pull toward anchor weights θ*.
 
-    *Overcoming catastrophic forgetting in neural networks* (Kirkpatrick et al., PNAS 2017),
-    techniques §8.2 (extended). No ½ (as l2_init), so the gradient is 2λF(θ − θ*).
+    *Overcoming catastrophic forgetting in neural networks* (Kirkpatrick et al., PNAS 2017)
+    (extended). No ½ (as l2_init), so the gradient is 2λF(θ − θ*).
 
     This engine has no task boundaries, so (lab convention, not the paper's multi-task setting):
 

@@ -22,7 +22,7 @@ class FATReLU(Regularizer):
 
     FATReLU, *Inducing and Exploiting Activation Sparsity for Fast Neural Network Inference*
     (Kurtz et al., ICML 2020); used as the final stage of *ProSparse* (Song et al., 2024) after the
-    progressive L1 penalty (``activation_l1``), techniques §10.1. Small positive activations carry
+    progressive L1 penalty (``activation_l1``). Small positive activations carry
     little signal; zeroing them raises the exact-zero fraction at a small cost in accuracy.
     Conventions: applied by forward hooks on every ReLU-family activation module (prepended, so
     the ``units`` diagnostic and activation_l1 see the thresholded output), in training and

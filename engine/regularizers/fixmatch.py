@@ -16,7 +16,7 @@ class FixMatch(SSLRegularizer):
     """Add w(t)·(1/|U|) Σ_u 1[max q_u ≥ τ]·CE(f(strong(u)), argmax q_u), q = softmax f(weak(u)) detached.
 
     *FixMatch: Simplifying Semi-Supervised Learning with Consistency and Confidence* (Sohn et al.,
-    NeurIPS 2020), techniques §9.3, with Gaussian views in place of image augmentation. Conventions:
+    NeurIPS 2020), with Gaussian views in place of image augmentation. Conventions:
 
     * Weak view u + σ_w·ε (σ_w 0.1), strong view u + σ_s·ε′ (σ_s 0.4 on two moons), independent
       draws from the technique's own generator. q is computed under ``no_grad`` (it is a target).
@@ -29,7 +29,7 @@ class FixMatch(SSLRegularizer):
       uniformly with replacement from the labelled / unlabelled pool by the technique's
       generator (the paper's unlabelled stream also holds the labelled images; here it does
       not). μ = 0 keeps the trainer's batch as drawn; a full batch (two moons) is never changed.
-    * Weight: λ_u with the shared §9 ramp (``ramp`` = 0 gives the paper's constant λ_u).
+    * Weight: λ_u with the shared SSL ramp (``ramp`` = 0 gives the paper's constant λ_u).
     * Metrics: ``ssl/mask_rate`` = mean(mask) over the unlabelled rows; ``ssl/pseudo_acc`` =
       accuracy of the *used* (masked) pseudo-labels against the hidden labels, absent when none
       pass; ``ssl/pseudo_acc_all`` = over all unlabelled rows; ``ssl/weight`` = w(t).

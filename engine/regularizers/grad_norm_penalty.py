@@ -27,7 +27,7 @@ class GradNormPenalty(Regularizer):
 
     Penalty form of *Incorporating Surrogate Gradient Norm to Improve Offline Optimization
     Techniques* (IGNITE, 2024), whose constrained Lagrangian version is simplified here to a
-    plain penalty (techniques §5.2); the squared form is the one used in *Stochastic Training is
+    plain penalty; the squared form is the one used in *Stochastic Training is
     Not Necessary for Generalization* (Geiping et al., 2022):
 
         norm:    L + λ‖g‖₂       gradient of the term: λHg/‖g‖

@@ -17,7 +17,7 @@ class Hypergradient(Regularizer):
 
     *FedHyper: A Universal and Robust Learning Rate Scheduler for Federated Learning with
     Hypergradient Descent* (Wang, Wang & Li, ICLR 2024), after *Online Learning Rate Adaptation with
-    Hypergradient Descent* (Baydin et al., 2018); techniques §12.5:
+    Hypergradient Descent* (Baydin et al., 2018):
 
         η_t = η_{t−1} + β_h·⟨g_t, g_{t−1}⟩      g_0 = 0, so η_1 = the run's lr
 

@@ -19,7 +19,7 @@ class ICT(SSLRegularizer):
     Here p = softmax f and mix_λ(a, b) = λa + (1 − λ)b; the mean runs over unlabelled rows j.
 
     *Interpolation Consistency Training for Semi-Supervised Learning* (Verma et al., IJCAI 2019),
-    techniques §9.5. Conventions, following the reference code:
+    Conventions, following the reference code:
 
     * One λ ~ Beta(α, α) per batch; k = π(j) for a random permutation π of the batch's unlabelled
       rows. π comes from the technique's torch generator; λ from a NumPy generator seeded with
@@ -31,7 +31,7 @@ class ICT(SSLRegularizer):
       ``no_grad`` in the student's mode); after every optimizer step θ′ ← α_t·θ′ + (1 − α_t)·θ,
       α_t = min(1 − 1/(t + 1), ema) (reference warm-up), buffers copied.
     * Distance: squared Euclidean between softmaxes, summed over classes, averaged over the
-      unlabelled rows. Weight: the shared §9 ramp to w_max. Not yet calibrated on two moons.
+      unlabelled rows. Weight: the shared SSL ramp to w_max. Not yet calibrated on two moons.
     * Metrics: ``ssl/pseudo_acc`` = accuracy of the teacher's argmax on the (unmixed) unlabelled
       rows against the hidden labels; ``ssl/mask_rate`` = 1; ``ssl/weight`` = w(t).
     """

@@ -15,7 +15,7 @@ class InputNoise(Regularizer):
     """Add Gaussian noise σ·ε to every training input, smoothing the function near the data.
 
     Classical noise injection (Bishop, *Training with Noise is Equivalent to Tikhonov
-    Regularization*, 1995); techniques §3.2:
+    Regularization*, 1995):
 
         x̃ = x + σ·ε,   ε ~ N(0, I)
 

@@ -14,7 +14,7 @@ class L2Init(Regularizer):
     """Pull every parameter back toward its initial value with λ·‖θ − θ₀‖² (keeps plasticity).
 
     *Maintaining Plasticity in Continual Learning via Regenerative Regularization* (Kumar et al.,
-    2023). Convention (techniques §8.2, as in the paper): there is **no ½**, so the gradient is
+    2023). Convention (as in the paper): there is **no ½**, so the gradient is
     2λ(θ − θ₀) and the paper's λ values carry over. θ₀ is a copy of *all* trainable parameters
     (biases included) taken when the technique is built, i.e. the run's initialization — not
     the start of the current task.

@@ -14,7 +14,7 @@ from engine.regularizers.base import Param, Regularizer, Setup, register, weight
 class LAWN(Regularizer):
     """After warm-up, project the readout's (or every layer's) weight matrix back to its warm-up norm.
 
-    *Logit Attenuating Weight Normalization* (Gupta et al., 2021), techniques §2.4. Unconstrained
+    *Logit Attenuating Weight Normalization* (Gupta et al., 2021). Unconstrained
     training lets the logits and weights grow, the loss collapses toward 0 and the network stops
     moving; LAWN trains freely for a warm-up, records the norms, then keeps them constant, so the
     logit scale stays bounded while the directions keep learning. Conventions:

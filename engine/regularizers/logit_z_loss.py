@@ -20,8 +20,8 @@ class LogitZLoss(Regularizer):
     """Add λ_z·mean (log Σ exp z)² to keep the log-partition near 0 (logit z-loss, not the spherical Z-loss).
 
     *PaLM: Scaling Language Modeling with Pathways* (Chowdhery et al., 2022) and the router
-    z-loss of *ST-MoE* (Zoph et al., 2022); techniques §7.1. Not to be confused with the
-    shift/scale-invariant spherical Z-loss (``loss.name=z_spherical``, §7.2):
+    z-loss of *ST-MoE* (Zoph et al., 2022). Not to be confused with the
+    shift/scale-invariant spherical Z-loss (``loss.name=z_spherical``):
 
         L + λ_z·mean_b (log Σ_j exp z_bj)²
 

@@ -36,7 +36,7 @@ def ridge_solve(features: Tensor, targets: Tensor, ridge: float) -> tuple[Tensor
 class LstsqReadout(Regularizer):
     """Solve the random-features readout exactly (min-norm pinv, or ridge λ) instead of taking gradient steps.
 
-    Double descent (Belkin et al. 2019; ``phenomena.md`` §6) is a property of the minimum-norm
+    Double descent (Belkin et al. 2019) is a property of the minimum-norm
     interpolant, and near N ≈ n the feature matrix is so ill-conditioned (cond ≈ 1e5 on digits)
     that gradient descent would need ~cond² steps to reach it: it under-fits and the peak
     vanishes (Liu & Flanigan 2023). This technique wraps the optimizer step: it sets

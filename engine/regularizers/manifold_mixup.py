@@ -17,8 +17,8 @@ from engine.regularizers.base import Batch, Need, Param, Regularizer, Setup, reg
 class ManifoldMixup(Regularizer):
     """Mix the hidden states at a random layer k, h̃ = λh + (1−λ)h_π, with targets λỹ + (1−λ)ỹ_π, λ ~ Beta(α, α).
 
-    *Manifold Mixup: Better Representations by Interpolating Hidden States* (Verma et al., 2019),
-    techniques §4.6 extended variants. Per update: λ ~ Beta(α, α) (one per batch), a batch
+    *Manifold Mixup: Better Representations by Interpolating Hidden States* (Verma et al., 2019)
+    and its extended variants. Per update: λ ~ Beta(α, α) (one per batch), a batch
     permutation π, and a layer k drawn uniformly from the eligible set: the input of each
     ``Linear`` of the MLP — k = 0 is the flattened input (plain input mixup, only when
     ``include_input``), k = 1..depth the output of hidden block k (after its activation and

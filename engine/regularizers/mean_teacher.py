@@ -16,7 +16,7 @@ class MeanTeacher(SSLRegularizer):
     """Add w(t)·mean_u ‖softmax f_θ(view(u)) − softmax f_θ′(view′(u))‖², θ′ an EMA of the weights (no gradient).
 
     *Mean teachers are better role models: Weight-averaged consistency targets improve
-    semi-supervised deep learning results* (Tarvainen & Valpola, NeurIPS 2017), techniques §9.2.
+    semi-supervised deep learning results* (Tarvainen & Valpola, NeurIPS 2017).
     Conventions:
 
     * Teacher: ``copy.deepcopy`` of the model at build time (θ′₀ = θ₀) with ``requires_grad``
@@ -32,7 +32,7 @@ class MeanTeacher(SSLRegularizer):
       own generator). The teacher runs under ``no_grad`` in the student's mode (train, so
       dropout, if any, is noise for both, as in the paper) with the student's dropout p.
     * Distance: squared Euclidean distance between softmaxes, summed over classes, averaged over
-      the batch's unlabelled rows. Weight: the shared §9 ramp to w_max (a coefficient of 1 is
+      the batch's unlabelled rows. Weight: the shared SSL ramp to w_max (a coefficient of 1 is
       weak on two moons; 10–30 is the suggested range, not yet calibrated).
     * Metrics: ``ssl/pseudo_acc`` = accuracy of the teacher's argmax on its view against the
       hidden labels (the teacher's accuracy on the unlabelled pool); ``ssl/mask_rate`` = 1;

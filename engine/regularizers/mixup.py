@@ -29,7 +29,7 @@ class Mixup(Regularizer):
 
     Classification with float inputs and fully labelled data only (a few-label run would leak
     the hidden labels of unlabelled rows into the mixed targets). Cannot be combined with ELR,
-    whose per-sample targets are ill-defined on mixed inputs (techniques §4.2).
+    whose per-sample targets are ill-defined on mixed inputs.
     """
 
     name = "mixup"

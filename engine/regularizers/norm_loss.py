@@ -25,7 +25,7 @@ class NormLoss(Regularizer):
 
     *Norm Loss: An efficient yet effective regularization method for deep neural networks*
     (Georgiou et al., ICPR 2020; verify the exact normalisation against the paper), techniques
-    §2.4 candidates. w_j is the incoming weight vector of output unit / filter j: row j of each
+    candidates. w_j is the incoming weight vector of output unit / filter j: row j of each
     weight matrix or kernel (dim ≥ 2) flattened to (out, −1); biases are not included. Summed
     over units and layers, no ½, so the gradient is −2λ(1 − ‖w_j‖)·w_j/‖w_j‖ — purely radial,
     zero for unit-norm rows. Unlike weight decay it has a non-zero target norm (1), so it bounds

@@ -15,8 +15,8 @@ from engine.regularizers.base import Need, Param, Regularizer, Setup, register
 class OutputScale(Regularizer):
     """Train f(x) = α·(f_θ(x) − f_θ₀(x)); large α = lazy (long grokking delay), small α = rich. Scale lr by 1/α².
 
-    *Grokking as the Transition from Lazy to Rich Training Dynamics* (Kumar et al., 2024), as in
-    techniques §6.4 (extended, not calibrated). θ₀ is a frozen deep copy of the model taken when
+    *Grokking as the Transition from Lazy to Rich Training Dynamics* (Kumar et al., 2024)
+    (extended, not calibrated). θ₀ is a frozen deep copy of the model taken when
     the technique is built (right after init), kept in eval mode (no dropout) and outside the
     model's parameters, so neither the optimizer nor the weight metrics see it. The model's output
     is replaced by a forward hook on the model, so every ``model(x)`` call (training, evaluation,

@@ -14,10 +14,10 @@ class PiModel(SSLRegularizer):
     """Add w(t)·mean_u ‖softmax f(view₁(u)) − softmax f(view₂(u))‖² so two noisy views of each unlabelled point agree.
 
     *Temporal Ensembling for Semi-Supervised Learning* (Laine & Aila, ICLR 2017), the Π-model of
-    techniques §9.1. Conventions:
+    Conventions:
 
     * Views: u + σε₁ and u + σε₂ with independent ε from the technique's own generator (the
-      input-noise operator of §3.2; default σ 0.1, the shared weak view). The model is in train
+      input-noise operator of ``input_noise``; default σ 0.1, the shared weak view). The model is in train
       mode, so dropout (if any) adds a second, independent noise source per branch; its masks
       come from a forked global RNG seeded by the technique, never from the run's main stream.
     * Distance: squared Euclidean distance between the two softmax vectors, summed over classes
@@ -25,7 +25,7 @@ class PiModel(SSLRegularizer):
     * Gradients flow through *both* branches, as in the original (``detach`` = false). With
       ``detach`` = true the second branch is a fixed target (computed under ``no_grad``), the
       common variant.
-    * Weight: w(t) = w_max·exp(−5(1 − t/T_r)²) for t < T_r = ramp·T, then w_max (§9 shared ramp).
+    * Weight: w(t) = w_max·exp(−5(1 − t/T_r)²) for t < T_r = ramp·T, then w_max (the shared SSL ramp).
     * Metrics: ``ssl/pseudo_acc`` = accuracy of the second branch's argmax against the hidden
       labels; ``ssl/mask_rate`` = 1 (no threshold); ``ssl/disagree`` = fraction of unlabelled rows
       whose two branches pick different classes; ``ssl/weight`` = w(t).

@@ -13,7 +13,7 @@ class PseudoLabel(SSLRegularizer):
     """Add w(t)·mean_u CE(f(u), argmax f(u).detach()): self-training on its own labels (confirmation-bias baseline).
 
     *Pseudo-Labeling and Confirmation Bias in Deep Semi-Supervised Learning* (Arazo et al., IJCNN
-    2020) as its naive baseline; the idea is Lee's *Pseudo-Label* (2013). Techniques §9.4.
+    2020) as its naive baseline; the idea is Lee's *Pseudo-Label* (2013).
     Conventions:
 
     * No threshold and no augmentation: f(u) is the trainer's own forward of the batch (the
@@ -21,7 +21,7 @@ class PseudoLabel(SSLRegularizer):
       the argmax of the *detached* prediction, so the gradient is plain CE towards the model's
       current guess.
     * CE on the softmax of the raw logits (whatever the run's output function), averaged over
-      the batch's unlabelled rows. Weight: the shared §9 ramp to w_max.
+      the batch's unlabelled rows. Weight: the shared SSL ramp to w_max.
     * Metrics: ``ssl/pseudo_acc`` = accuracy of the pseudo-labels against the hidden labels — a
       flat curve equal to the supervised model's accuracy is the confirmation-bias signature;
       ``ssl/mask_rate`` = 1; ``ssl/weight`` = w(t).

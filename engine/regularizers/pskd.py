@@ -16,8 +16,7 @@ from engine.regularizers.base import Batch, LossContext, Param, Regularizer, Set
 class PSKD(Regularizer):
     """Train on (1 − α_t)·ỹ + α_t·p_{t−1}(x): targets softened by last epoch's own predictions, α_t rising.
 
-    *Self-Knowledge Distillation with Progressive Refinement of Targets* (Kim et al., ICCV 2021);
-    techniques §4.5:
+    *Self-Knowledge Distillation with Progressive Refinement of Targets* (Kim et al., ICCV 2021):
 
         α_t = α_T·t/T      t = completed epochs, T = epochs in the run (both from the step count)
         y_t = (1 − α_t)·ỹ + α_t·p_{t−1}(x);   L = −Σ_c y_t,c·log p_c(x)   (the trainer's soft CE)

@@ -23,7 +23,7 @@ class ReDo(Regularizer):
     """Every `every` updates, re-initialize hidden units whose normalized activity E|h_i|/mean_k E|h_k| ≤ τ.
 
     *The Dormant Neuron Phenomenon in Deep Reinforcement Learning* (Sokar et al., 2023), as in
-    techniques §8.3. Scores come from the latest *training* forward (forward hooks on the MLP's
+    Scores come from the latest *training* forward (forward hooks on the MLP's
     activation modules, training mode only): s_i = E_batch|h_i| / mean_k E_batch|h_k| per hidden
     layer, with h the activation output (before its dropout slot). After update t (t a multiple
     of ``every``) every unit with s_i ≤ τ is recycled: its incoming weights and bias are redrawn

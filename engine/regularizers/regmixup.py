@@ -17,7 +17,7 @@ class RegMixup(Regularizer):
     """Add η·CE(f(x̃), ỹ) on a mixup batch to the clean loss, instead of replacing it (RegMixup).
 
     *RegMixup: Mixup as a Regularizer Can Surprisingly Improve Accuracy and Out Distribution
-    Robustness* (Pinto et al., NeurIPS 2022); techniques §4.6:
+    Robustness* (Pinto et al., NeurIPS 2022):
 
         λ ~ Beta(α, α);  x̃ = λx + (1−λ)x_π;  ỹ = λỹ + (1−λ)ỹ_π
         L = L_data(x, y) + η·CE(f(x̃), ỹ)         (η 1, α 10: λ concentrated near 1/2)

@@ -39,7 +39,7 @@ class RobustAvg(Regularizer):
     """Replace the batch-mean gradient by a robust aggregate of per-example gradients (WGD clipping or M3 median).
 
     *On the Generalization Mystery in Deep Learning* (Chatterjee & Zielinski, 2022) and its
-    companion *Coherent Gradients* papers, techniques §4.7 (extended). Verify against the paper:
+    companion *Coherent Gradients* papers. Verify against the paper:
     the exact WGD/M3 definitions are taken from the lab reference. Per-example gradients of the
     per-example cross-entropy −Σ_c ỹ_c log softmax(f(x))_c (soft targets when a technique set
     them) come from ``torch.func.vmap(grad(...))`` on the batch recorded in ``extra_loss`` (which

@@ -32,7 +32,7 @@ class AbsTopKActivation:
 class SAEAbsTopK(SAEActivation):
     """Keep each sample's k latents of largest |pre| with their sign (no ReLU): exactly k active latents per sample.
 
-    AbsTopK, an extended SAE activation (techniques §11.6), a variant of the TopK activation of
+    AbsTopK, an extended SAE activation, a variant of the TopK activation of
     *Scaling and evaluating sparse autoencoders* (Gao et al., 2024). z = AbsTopK_k(pre): the k
     pre-activations of largest magnitude keep their signed value, every other latent is exactly
     0, so L0 = k per sample and a latent may be negative (a feature and its "anti-feature" share

@@ -67,7 +67,7 @@ def aux_k_loss(residual: Tensor, reconstruction: Tensor) -> Tensor:
 class SAEAuxK(Regularizer):
     """Add α·‖e − W_dec ẑ‖²/‖e − ē‖², ẑ = the top k_aux *dead* latents, so dead latents learn the residual and revive.
 
-    *Scaling and evaluating sparse autoencoders* (Gao et al., 2024), techniques §11.4. Per latent
+    *Scaling and evaluating sparse autoencoders* (Gao et al., 2024). Per latent
     the technique counts the training samples since it last fired (z > 0 in the training
     forward; the counter is reset to 0 by a batch in which it fires and grows by B otherwise,
     updated once per update even under SAM); latent j is dead when its count exceeds

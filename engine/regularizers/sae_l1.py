@@ -22,7 +22,7 @@ class SAEL1(Regularizer):
 
     *Towards Monosemanticity: Decomposing Language Models With Dictionary Learning* (Bricken et
     al., 2023) and the L1 baseline of *Scaling and evaluating sparse autoencoders* (Gao et al.,
-    2024), techniques §11.5. The activation is ReLU (installed explicitly as
+    2024). The activation is ReLU (installed explicitly as
     ``model.activation``); the penalty weights each latent by its decoder column's norm, so
     scaling a column up by c and its latent down by c changes neither the reconstruction nor
     the penalty (the lab's SAE keeps columns at unit norm anyway, so it equals λ·mean‖z‖₁

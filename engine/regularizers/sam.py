@@ -22,7 +22,7 @@ class SAM(Regularizer):
         g = ∇L_B(θ);  e = ρ·g/(‖g‖ + 1e-12)   (norm over ALL parameters jointly)
         θ ← θ + e;  g′ = ∇L_B(θ);  θ ← θ_saved;  base_optimizer.step(g′)
 
-    Lab convention (techniques §0): the ascent direction uses the *raw* gradient (the closure
+    Lab convention: the ascent direction uses the *raw* gradient (the closure
     is called without the after_backward chain); the chain (⊥Grad, clipping, noise) acts on g′,
     the gradient at the perturbed point that the update uses. θ is restored from saved copies,
     not by subtracting e, so it is bit-exact. ρ = 0 skips the perturbation and the second pass

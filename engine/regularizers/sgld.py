@@ -16,8 +16,7 @@ class SGLD(Regularizer):
     """Turn plain SGD into Langevin sampling: add the Gaussian-prior gradient and N(0, ε) noise each step.
 
     *Bayesian Learning via Stochastic Gradient Langevin Dynamics* (Welling & Teh, 2011), as used
-    in *The Universality Lens: Why Even Highly Over-Parametrized Models Learn Well* (Feder, Urbanke & Fogel, 2025);
-    techniques §12.5:
+    in *The Universality Lens: Why Even Highly Over-Parametrized Models Learn Well* (Feder, Urbanke & Fogel, 2025):
 
         θ ← θ − (ε_t/2)·∇U + N(0, ε_t·I),    U = N·L_B + ‖θ‖²/(2σ_p²)
 

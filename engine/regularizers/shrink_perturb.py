@@ -25,7 +25,7 @@ class ShrinkPerturb(Regularizer):
     """At task boundaries shrink all weights toward 0 and add small noise, θ ← s·θ + σ·ε (restores plasticity).
 
     *On Warm-Starting Neural Network Training* (Ash & Adams, NeurIPS 2020); a plasticity baseline
-    in the continual-learning literature (techniques §8.3). Formula as in the lab reference:
+    in the continual-learning literature. Formula as in the lab reference:
     θ ← s·θ + σ·ε with ε ~ N(0, I) (the paper's perturbation is noise from the init
     distribution; a fixed σ is the common simplification). Applied to *all* trainable parameters,
     biases included, after the optimizer step of every update numbered a multiple of ``every``

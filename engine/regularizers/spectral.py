@@ -46,8 +46,8 @@ def spectral_layers(model: nn.Module) -> list[nn.Module]:
 class Spectral(Regularizer):
     """Add λ·Σ_l (σ_max(W̃_l)^k − 1)² so every layer's top singular value stays near 1 (keeps plasticity).
 
-    *Learning Continually by Spectral Regularization* (Lewandowski et al., ICLR 2025), as written
-    in techniques §8.1: W̃_l = [W_l | b_l] is the layer's weight with its bias appended as an
+    *Learning Continually by Spectral Regularization* (Lewandowski et al., ICLR 2025):
+    W̃_l = [W_l | b_l] is the layer's weight with its bias appended as an
     extra column (``include_bias``; conv kernels are flattened to out × in·kh·kw). σ_max is
     estimated by power iteration with persistent, detached vectors u, v per layer, initialised
     from the technique's own generator: each ``extra_loss`` call first runs ``power_steps``

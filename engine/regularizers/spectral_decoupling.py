@@ -17,14 +17,14 @@ class SpectralDecoupling(Regularizer):
     """Add (λ/2)·mean ‖z‖² on the logits, bounding them so weaker predictive features still get learned.
 
     *Gradient Starvation: A Learning Proclivity in Neural Networks* (Pezeshki et al., NeurIPS
-    2021); techniques §2.4:
+    2021):
 
         L + (λ/2)·mean_b ‖z_b‖²     (squared norm over classes, mean over the batch)
 
     Cross-entropy alone keeps growing the logits of already-separated examples along the
     dominant feature, which starves the gradient of every other feature; penalising the logits
     (not the weights) decouples the features' dynamics. Uses the raw model outputs z. Not to be
-    confused with spectral regularization of weight singular values (``spectral``, §8.1).
+    confused with spectral regularization of weight singular values (``spectral``).
     """
 
     name = "spectral_decoupling"

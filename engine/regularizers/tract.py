@@ -41,7 +41,7 @@ class TrAct(Regularizer):
     """Precondition the first layer's weight gradient by (XᵀX/b + λI)⁻¹ so its pre-activations train like embeddings.
 
     *TrAct: Making First-layer Pre-Activations Trainable* (Petersen, Borgelt & Ermon, NeurIPS
-    2024); techniques §12.5. For the first layer z = XWᵀ + b with G = ∂L/∂z:
+    2024). For the first layer z = XWᵀ + b with G = ∂L/∂z:
 
         plain:  ∇_W = GᵀX          TrAct:  ∇_W ← GᵀX (XᵀX/b + λI)⁻¹      (b = batch rows, λ 0.1)
 

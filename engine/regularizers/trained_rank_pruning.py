@@ -29,7 +29,7 @@ def truncate(w: Tensor, energy: float) -> tuple[Tensor, int]:
 class TrainedRankPruning(Regularizer):
     """Every `every` updates, replace each weight matrix W by its SVD truncation keeping a fraction e of Σσ².
 
-    *Trained Rank Pruning for Efficient Deep Neural Networks* (Xu et al., 2019), techniques §10.2:
+    *Trained Rank Pruning for Efficient Deep Neural Networks* (Xu et al., 2019):
     training alternates ordinary updates with a substitution W ← U_k Σ_k V_kᵀ, k the energy rank
     (smallest k with Σ_{i≤k}σ_i² ≥ e·Σσ_i², as the ``energy rank`` of diagnostics.md), so the
     network learns to live in low rank and a final truncation costs little accuracy; pair it with

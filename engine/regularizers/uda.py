@@ -64,15 +64,15 @@ def tsa_loss(log_probs: Tensor, batch: Batch, threshold: float) -> tuple[Tensor,
 class UDA(SSLRegularizer):
     """Add w(t)·(1/|U|) Σ_u 1[max p(u) ≥ β]·KL(sharpen(p(u), T) ‖ p(noisy(u))) on unlabelled rows.
 
-    *Unsupervised Data Augmentation for Consistency Training* (Xie et al., NeurIPS 2020),
-    techniques §9 Extended (verify the defaults against the paper: T = 0.4, β = 0.8). Conventions:
+    *Unsupervised Data Augmentation for Consistency Training* (Xie et al., NeurIPS 2020)
+    (extended; verify the defaults against the paper: T = 0.4, β = 0.8). Conventions:
 
     * Target: softmax(f(u)/T) on the *clean* unlabelled input, under ``no_grad``; the mask uses the
       unsharpened confidence max softmax(f(u)) ≥ β (β = 0: every row).
     * Student: f(u + σε) with Gaussian noise (σ 0.4) from the technique's generator, in place of
       the paper's RandAugment / back-translation.
     * Normalisation: the masked KL is summed and divided by the number of unlabelled rows (as
-      fixmatch). Weight λ_u with the shared §9 ramp (``ramp`` 0 = the paper's constant weight).
+      fixmatch). Weight λ_u with the shared SSL ramp (``ramp`` 0 = the paper's constant weight).
     * Training-signal annealing (``tsa``, off by default as in the reference code): a labelled
       row whose correct-class probability exceeds η_t = α_t·(1 − 1/K) + 1/K is dropped from the
       supervised CE, with α_t = t/T (linear), 1 − e^{−5t/T} (log) or e^{5(t/T − 1)} (exp), t the

@@ -33,7 +33,7 @@ class VICReg(Regularizer):
 
     Variance and covariance terms of *VICReg: Variance-Invariance-Covariance Regularization for
     Self-Supervised Learning* (Bardes, Ponce & LeCun, ICLR 2022), used as an auxiliary loss next
-    to the data loss (techniques §10.5; the invariance term needs two views and is not part of
+    to the data loss (the invariance term needs two views and is not part of
     this technique). On the penultimate features z (B × d, flattened):
     v(z) = (1/d)Σ_j max(0, γ − √(Var z_j + ε)), c(z) = (1/d)Σ_{i≠j} C_ij², C the batch covariance
     (both with B − 1), ε = 1e-4; penalty w·(μ·v + ν·c).

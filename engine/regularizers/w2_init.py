@@ -21,7 +21,7 @@ def w2_term(param: Tensor, sorted_init: Tensor) -> Tensor:
 class W2Init(Regularizer):
     """Add λ·Σ_l Σ_i (sort θ_l − sort θ_l,0)_i²: keep each layer's weight distribution (not the weights) near init.
 
-    Wasserstein regularization toward the initial distribution (techniques §8.3), from
+    Wasserstein regularization toward the initial distribution, from
     *Directions of Curvature as an Explanation for Loss of Plasticity* (Lewandowski et al., 2024),
     a plasticity baseline next to L2-to-init (Kumar et al., 2023) and spectral regularization.
     Unlike L2-to-init, which pulls every weight back to its own initial value, this only pulls the

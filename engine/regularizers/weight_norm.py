@@ -19,7 +19,7 @@ class WeightNorm(Regularizer):
     ``parametrizations.weight_norm`` (dim 0: one length g per output unit). The trainer builds
     this technique before the optimizer, so the optimizer holds g and v instead of w. The loss is
     invariant to the scale of v, so an L2 penalty or weight decay on v only shrinks ‖v‖ and raises
-    the effective learning rate η/‖v‖² (techniques §2.4); sharpness is then measured in (g, v)
+    the effective learning rate η/‖v‖²; sharpness is then measured in (g, v)
     coordinates. The SAE keeps its own unit-norm decoder constraint instead.
     """
 
