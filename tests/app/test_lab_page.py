@@ -190,7 +190,7 @@ def test_diverging_run_says_where_and_keeps_its_curves(lab_home: Path) -> None:
     wait_for(at, lambda a: any(t.startswith("diverged") for t in progress_texts(a)))
     assert not at.exception
     message = at.main.error[0].value
-    # non-finite, or (since issue 13) a finite blow-up past 10⁴ × the step-1 loss, whichever comes first
+    # non-finite, or a finite blow-up past 10⁴ × the step-1 loss (README exit codes), whichever comes first
     assert re.match(r"diverged at step \d+ \(loss (became (nan|inf)|\S+ is above 10⁴ × the initial \S+)\)",
                     message), message
     loss = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
