@@ -1,4 +1,4 @@
-"""Hostile and faulty CLI input (issue 13's table, the config / output / divergence rows): each case
+"""Hostile and faulty CLI input (the config, output-path and divergence cases): each case
 exits with its documented code and one line on stderr, and bad input is refused before anything is
 recorded or trained."""
 
