@@ -1,9 +1,9 @@
 """Gradient coherence, calibration, grokking progress measures and the run-outcome rule.
 
-Hand-built cases with known answers (diagnostics.md §11–§13): identical per-example gradients give
+Hand-built cases with known answers: identical per-example gradients give
 α_m = m and orthogonal ones 1; per-example gradients agree with a loop of ``autograd.grad``;
 perfectly calibrated bins give ECE 0; a loss that only scales the logits gives NLM cosine 1; a pure
-Fourier neuron has IPR 1 and a delta exactly 1/⌊p/2⌋; and each outcome class of §12.
+Fourier neuron has IPR 1 and a delta exactly 1/⌊p/2⌋; and each outcome class.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from engine.diagnostics.dynamics import (
 )
 from engine.losses import data_loss, log_softmax
 from engine.models.mlp import MLP, QuadraticMLP
-from engine.outcome import OutcomeTracker, classify_outcome, grokking_onset, train_test_gap
 from engine.regularizers.base import Batch
 from engine.regularizers.stablemax import log_stablemax
 
@@ -254,57 +253,3 @@ def test_grokking_instrument_end_to_end() -> None:
     assert -1.0 <= out["grok/nlm_cos"] <= 1.0
     assert nlm_cosine(ctx.objective, ctx.named_params()) == pytest.approx(out["grok/nlm_cos"])
     assert not get("grokking").default_on and get("grokking").applies(cfg)
-
-
-# ---- run outcome ---------------------------------------------------------------------------
-
-
-def history(train: list[tuple[int, float]], test: list[tuple[int, float]],
-            loss: list[tuple[int, float]] | None = None) -> dict[str, list[tuple[int, float]]]:
-    out = {"train/acc": train, "test/acc": test}
-    if loss is not None:
-        out["train/loss_full"] = loss
-    return out
-
-
-def test_outcome_classes() -> None:
-    steps = [0, 50, 100, 150, 200, 250, 300]
-    grokking = history([(s, 0.1 if s == 0 else 1.0) for s in steps],
-                       [(s, min(1.0, s / 260)) for s in steps])  # t_train 50, t_test 250
-    assert classify_outcome(grokking, "completed") == "grokked"
-    assert grokking_onset(grokking) == 250
-    together = history([(s, min(1.0, s / 150)) for s in steps], [(s, min(1.0, s / 150)) for s in steps])
-    assert classify_outcome(together, "completed") == "generalized"
-    assert grokking_onset(together) is None
-    below_chance = history([(s, 1.0) for s in steps], [(s, 0.0) for s in steps])
-    assert classify_outcome(below_chance, "completed") == "memorized"
-    assert train_test_gap(below_chance) == 1.0
-    stuck = history([(s, 0.5) for s in steps], [(s, 0.5) for s in steps])
-    assert classify_outcome(stuck, "completed") == "no_learning"
-    assert classify_outcome(grokking, "diverged") == "diverged"
-    nan_loss = history([(0, 1.0)], [(0, 1.0)], loss=[(0, 0.3), (10, float("nan"))])
-    assert classify_outcome(nan_loss, "completed") == "diverged"
-
-
-def test_outcome_thresholds_are_inclusive_and_grokking_needs_both_conditions() -> None:
-    assert classify_outcome(history([(10, 0.99)], [(30, 0.95)]), "completed") == "generalized"  # 30 = 3·10
-    assert classify_outcome(history([(10, 0.99)], [(40, 0.95)]), "completed") == "generalized"  # delay 30 < 50
-    assert classify_outcome(history([(20, 0.99)], [(70, 0.95)]), "completed") == "grokked"  # 70 > 60, delay 50
-    assert classify_outcome(history([(10, 0.989)], [(40, 0.99)]), "completed") == "no_learning"
-    assert classify_outcome(history([(10, 1.0)], [(40, 0.949)]), "completed") == "memorized"
-    # test reaching 0.95 before train reaches 0.99 counts as generalized
-    assert classify_outcome(history([(0, 0.5), (100, 1.0)], [(0, 0.1), (50, 0.96)]), "completed") == "generalized"
-
-
-def test_tracker_matches_history_and_ignores_order() -> None:
-    evals = [(0, {"train/acc": 0.1, "test/acc": 0.0}), (50, {"train/acc": 1.0, "test/acc": 0.02}),
-             (250, {"train/acc": 1.0, "test/acc": 0.97, "train/loss_full": 0.01})]
-    tracker = OutcomeTracker()
-    for step, metrics in evals:
-        tracker.update(step, metrics)
-    assert (tracker.t_train, tracker.t_test) == (50, 250)
-    assert tracker.outcome("completed") == "grokked"
-    assert tracker.gap() == pytest.approx(0.03)
-    shuffled = {"test/acc": [(250, 0.97), (0, 0.0), (50, 0.02)], "train/acc": [(50, 1.0), (250, 1.0), (0, 0.1)]}
-    assert classify_outcome(shuffled, "completed") == "grokked"
-    assert train_test_gap({"train/acc": [(0, 1.0)]}) is None

@@ -1,5 +1,5 @@
-"""Mechanism tests for the extended techniques: Manifold Mixup (§4.6), robust gradient averaging
-(§4.7), output scale (§6.4), ReDo and Wasserstein-to-init (§8.3), AbsTopK SAE (§11.6).
+"""Mechanism tests for the extended techniques: Manifold Mixup, robust gradient averaging,
+output scale, ReDo and Wasserstein-to-init, AbsTopK SAE.
 
 Hand-checkable formulas on tiny tensors and models; techniques are built as the trainer builds
 them (defaults filled, values validated) from a fake ``Setup``, and a few short Trainer runs.
@@ -103,7 +103,7 @@ def test_conflicts_are_refused() -> None:
         validate(tiny("digits", "mlp", {"manifold_mixup": {}, "mixup": {}}))
 
 
-# ---- AbsTopK (§11.6) -------------------------------------------------------------------------
+# ---- AbsTopK -------------------------------------------------------------------------
 
 
 def test_abs_topk_keeps_k_largest_magnitudes_with_sign() -> None:
@@ -119,7 +119,7 @@ def test_abs_topk_keeps_k_largest_magnitudes_with_sign() -> None:
     assert ((sae.features(x) != 0).sum(1) == 5).all()
 
 
-# ---- Wasserstein-to-init (§8.3) --------------------------------------------------------------
+# ---- Wasserstein-to-init --------------------------------------------------------------
 
 
 def test_w2_init_is_zero_for_permuted_init_and_has_sorted_gradient() -> None:
@@ -142,7 +142,7 @@ def test_w2_init_is_zero_for_permuted_init_and_has_sorted_gradient() -> None:
     assert w2_term(torch.tensor([2.0, 1.0]), torch.tensor([1.0, 2.0])).item() == 0.0
 
 
-# ---- ReDo (§8.3) -----------------------------------------------------------------------------
+# ---- ReDo -----------------------------------------------------------------------------
 
 
 def test_redo_recycles_only_dormant_units_and_keeps_the_function() -> None:
@@ -168,7 +168,7 @@ def test_redo_recycles_only_dormant_units_and_keeps_the_function() -> None:
     assert tech.last_recycled == 0
 
 
-# ---- Manifold Mixup (§4.6) -------------------------------------------------------------------
+# ---- Manifold Mixup -------------------------------------------------------------------
 
 
 def test_manifold_mixup_mixes_the_chosen_hidden_layer_and_targets() -> None:
@@ -212,7 +212,7 @@ def test_manifold_mixup_with_tiny_alpha_is_plain_ce() -> None:
     assert hits > 0
 
 
-# ---- robust gradient averaging (§4.7) --------------------------------------------------------
+# ---- robust gradient averaging --------------------------------------------------------
 
 
 def test_wgd_and_m3_aggregates_by_hand() -> None:
@@ -251,7 +251,7 @@ def test_robust_avg_c0_is_bit_identical_to_sgd_and_c2_differs() -> None:
     assert all(torch.isfinite(w).all() for w in m3)
 
 
-# ---- output scale (§6.4) ---------------------------------------------------------------------
+# ---- output scale ---------------------------------------------------------------------
 
 
 def test_output_scale_is_centred_and_scaled() -> None:

@@ -1,5 +1,5 @@
 """Mechanism tests for the last extended techniques: center loss, alignment/uniformity, fixed
-simplex-ETF classifier, Norm Loss, EWC and UDA (techniques.md §2.4, §8.2, §9, §10).
+simplex-ETF classifier, Norm Loss, EWC and UDA.
 
 Hand cases on tiny tensors, plus short runs through ``engine.trainer.Trainer``.
 """

@@ -1,5 +1,5 @@
-"""Mechanism tests for the continual, representation and SAE techniques (techniques.md §8.1, §8.3,
-§10, §11): hand-checkable formulas on tiny tensors and models, plus one short end-to-end SAE run.
+"""Mechanism tests for the continual, representation and SAE techniques: hand-checkable formulas
+on tiny tensors and models, plus one short end-to-end SAE run.
 
 Techniques are built as the trainer builds them (defaults filled, values validated) from a fake
 ``Setup``; their hooks are called directly in the trainer's order (engine/regularizers/base.py).
@@ -116,7 +116,7 @@ def test_at_most_one_sae_sparsity_mechanism() -> None:
     config.validate(sae_config(sae_topk={}, sae_aux_k={}))
 
 
-# ---- spectral regularization (§8.1) ----------------------------------------------------------
+# ---- spectral regularization ----------------------------------------------------------
 
 
 def test_spectral_power_iteration_finds_sigma_max_within_one_percent() -> None:
@@ -150,7 +150,7 @@ def test_spectral_gradient_is_two_sigma_k_minus_one_k_sigma_uvT(k: int) -> None:
     assert float(loss.detach()) == pytest.approx(0.1 * float((sigma**k - 1) ** 2), rel=1e-5)
 
 
-# ---- shrink & perturb (§8.3) -----------------------------------------------------------------
+# ---- shrink & perturb -----------------------------------------------------------------
 
 
 def test_shrink_perturb_follows_the_formula_at_boundaries_only() -> None:
@@ -172,7 +172,7 @@ def test_shrink_perturb_follows_the_formula_at_boundaries_only() -> None:
     assert torch.allclose(sae.decoder.weight.norm(dim=0), torch.ones(16), atol=1e-6)
 
 
-# ---- activation L1 (§10.1) -------------------------------------------------------------------
+# ---- activation L1 -------------------------------------------------------------------
 
 
 def test_activation_l1_gradient_is_lambda_sign_over_batch_times_width() -> None:
@@ -218,7 +218,7 @@ def test_activation_l1_refuses_models_without_relu_modules() -> None:
         config.validate({"model": {"activation": "tanh"}, "regularizers": {"activation_l1": {}}})
 
 
-# ---- nuclear norm (§10.2) --------------------------------------------------------------------
+# ---- nuclear norm --------------------------------------------------------------------
 
 
 def test_nuclear_norm_gradient_is_uvT_for_distinct_singular_values() -> None:
@@ -265,7 +265,7 @@ def test_training_with_nuclear_norm_lowers_the_nuclear_norm() -> None:
     assert _train_nuclear(True) < _train_nuclear(False) - 0.5
 
 
-# ---- soft orthogonality (§10.3) --------------------------------------------------------------
+# ---- soft orthogonality --------------------------------------------------------------
 
 
 def test_orthogonality_penalty_is_zero_for_orthonormal_rows() -> None:
@@ -284,7 +284,7 @@ def test_orthogonality_penalty_is_zero_for_orthonormal_rows() -> None:
     assert float(orthogonality_penalty(diag, "full")) == pytest.approx(3.0**2 + 8.0**2)
 
 
-# ---- nested dropout (§10.4) ------------------------------------------------------------------
+# ---- nested dropout ------------------------------------------------------------------
 
 
 def test_nested_dropout_zeroes_units_beyond_b_and_keeps_the_rest() -> None:
@@ -323,7 +323,7 @@ def test_nested_dropout_refuses_models_without_a_readout_slot() -> None:
         config.validate(sae_config(nested_dropout={}))
 
 
-# ---- VICReg (§10.5) --------------------------------------------------------------------------
+# ---- VICReg --------------------------------------------------------------------------
 
 
 def test_vicreg_variance_term_is_zero_when_every_std_reaches_gamma() -> None:
@@ -353,7 +353,7 @@ def test_vicreg_penalises_the_captured_penultimate_features() -> None:
     assert float(penalty.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
 
 
-# ---- SAE activations (§11) -------------------------------------------------------------------
+# ---- SAE activations -------------------------------------------------------------------
 
 
 def make_sae(name: str, **values: Any) -> tuple[SparseAutoencoder, Regularizer]:

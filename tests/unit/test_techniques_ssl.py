@@ -1,4 +1,4 @@
-"""Semi-supervised consistency techniques (techniques §9): hand-checkable mechanism tests on tiny
+"""Semi-supervised consistency techniques: hand-checkable mechanism tests on tiny
 models, the config refusals, and one cheap behavioural check through the trainer on two moons.
 
 Mechanism tests build a technique from a fake ``Setup`` and call its hooks in the trainer's order
