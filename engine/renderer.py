@@ -113,10 +113,18 @@ class Renderer:
                     raise RenderError(_one_line(str(reply.get("error") or "render failed")))
                 return data
 
-    def close(self) -> None:
-        """Stop the worker (and its Chromium); the next render starts a new one."""
-        with self._lock:
+    def close(self, wait: float = 1.0) -> None:
+        """Stop the worker (and its Chromium); the next render starts a new one.
+
+        Waits at most ``wait`` seconds for a render in flight (at exit, one stuck render must not
+        hold the process for its whole timeout), then kills the worker anyway.
+        """
+        locked = self._lock.acquire(timeout=wait)
+        try:
             self._kill()
+        finally:
+            if locked:
+                self._lock.release()
 
     # -- process management ---------------------------------------------------------------------
 
@@ -216,11 +224,19 @@ def default_renderer() -> Renderer:
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """Answer render requests until stdin closes (the parent exited or closed the renderer)."""
-    import kaleido
-    import plotly.io as pio
+    """Answer render requests until stdin closes (the parent exited or closed the renderer).
 
-    kaleido.start_sync_server(silence_warnings=True)
+    A worker that cannot start kaleido (not installed, no Chromium) stays up and answers every
+    request with that error, so the parent reports the cause rather than a dead process.
+    """
+    broken = ""
+    try:
+        import kaleido
+        import plotly.io as pio
+
+        kaleido.start_sync_server(silence_warnings=True)
+    except Exception as err:
+        broken = _one_line(str(err)) or type(err).__name__
     try:
         while True:
             line = stdin.readline()
@@ -228,18 +244,21 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 return
             head = json.loads(line)
             payload = stdin.read(int(head["size"]))
+            data = b""
             try:
+                if broken:
+                    raise RuntimeError(broken)
                 with warnings.catch_warnings():  # plotly always passes kopts; the server has its own
                     warnings.filterwarnings("ignore", message="The kopts argument is ignored")
                     data = pio.to_image(json.loads(payload), format=head["format"], validate=False)
                 reply: dict[str, Any] = {"id": head["id"], "ok": True, "size": len(data)}
             except Exception as err:  # reported to the parent as one line
-                data = b""
                 reply = {"id": head["id"], "ok": False, "error": _one_line(str(err)) or type(err).__name__}
             stdout.write(json.dumps(reply).encode() + b"\n" + data)
             stdout.flush()
     finally:
-        kaleido.stop_sync_server(silence_warnings=True)
+        if not broken:
+            kaleido.stop_sync_server(silence_warnings=True)
 
 
 def main() -> None:

@@ -96,12 +96,12 @@ def wait_gone(pid: int, timeout: float = 5.0) -> bool:
 
 def test_a_hung_renderer_times_out_is_killed_with_its_browser_and_the_next_export_restarts_it(
         monkeypatch: pytest.MonkeyPatch, stand_in: Renderer, mode: Path) -> None:
-    monkeypatch.setattr(export, "RENDER_TIMEOUT_S", 0.5)
     fig = go.Figure(go.Scatter(y=[1, 2, 3]))
-    assert figure_bytes(fig, "png") == expected(fig, "png")
+    assert figure_bytes(fig, "png") == expected(fig, "png")  # started under the default timeout (a busy box)
     first = stand_in.pid
     assert first is not None and stand_in.started == 1
 
+    monkeypatch.setattr(export, "RENDER_TIMEOUT_S", 0.5)
     mode.write_text("hang")
     start = time.monotonic()
     with pytest.raises(ExportError, match=r"^png export failed \(no answer from kaleido/Chromium within 0.5 s\); "
@@ -113,6 +113,7 @@ def test_a_hung_renderer_times_out_is_killed_with_its_browser_and_the_next_expor
     assert stand_in.pid is None
 
     mode.write_text("answer")
+    monkeypatch.setattr(export, "RENDER_TIMEOUT_S", 60.0)
     other = go.Figure(go.Bar(y=[3, 1]))
     assert figure_bytes(other, "png") == expected(other, "png")  # a fresh worker, not a late answer
     assert stand_in.started == 2 and stand_in.pid not in (None, first)
@@ -161,6 +162,21 @@ def test_sessions_exporting_at_once_each_get_their_own_image(stand_in: Renderer)
     for i, fig in enumerate(figs):
         assert got[i] == [expected(fig, "png"), expected(fig, "svg"), expected(fig, "png")]
     assert stand_in.started == 1  # one worker served them all
+
+
+def test_a_worker_without_kaleido_reports_why_on_each_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real worker (engine.renderer.main) with kaleido unimportable: it answers with the cause,
+    which reaches the user as a one-line error with the fix, instead of a dead renderer."""
+    no_kaleido = "import sys; sys.modules['kaleido'] = None; from engine.renderer import main; main()"
+    r = Renderer([sys.executable, "-c", no_kaleido])
+    monkeypatch.setattr(renderer, "_default", r)
+    try:
+        for _ in range(2):
+            with pytest.raises(ExportError, match=r"^png export failed \(.*kaleido.*\); install Chromium") as err:
+                figure_bytes(go.Figure(), "png")
+            assert "\n" not in str(err.value)
+    finally:
+        r.close()
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),
