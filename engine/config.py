@@ -5,8 +5,8 @@ bad value fails in milliseconds with a one-line message naming the dotted key, n
 inside the training loop. Unknown keys are errors (README, "Config keys").
 
 The sections hold only what every run has (sizes, label noise, learning rate, ...). Which
-dataset, model, optimizer, schedule and loss exist — and the keys each of them reads, such as
-``data.p`` for modular arithmetic or ``loss.q`` for GCE — is declared by the plugins themselves
+datasets, models, optimizers, schedules and losses exist — the default of each section included —
+and the keys each of them reads (``data.p``, ``loss.q``, ...) is declared by the plugins themselves
 (``engine/plugin.py``) and looked up in their registries here, so adding one is adding a file.
 
 Load/dump round-trips through JSON and (safe) YAML. ``apply_overrides`` implements
@@ -63,6 +63,13 @@ class _Section(BaseModel):
         return typing.get_args(cls.model_fields[field].annotation)
 
 
+def _registry_default(section: type[_Section], field: str = "name") -> str:
+    """The plugin a section gets when the config names none: the family's registry declares it."""
+    default = section.registries()[field].default
+    assert default is not None, f"{section.__name__}.{field}: its registry declares no default"
+    return default
+
+
 class _PluginSection(_Section):
     """A section whose plugins declare their own keys (``data.p``, ``optim.momentum``, ``loss.q``).
 
@@ -83,7 +90,7 @@ class _PluginSection(_Section):
         """The plugins the raw section picks (ValueError naming the field for an unknown name)."""
         out = []
         for field, registry in cls.registries().items():
-            name = raw.get(field, cls.model_fields[field].default)
+            name = raw.get(field, registry.default)
             if not isinstance(name, str) or name not in registry.load():
                 raise ValueError(registry.unknown(name))
             out.append(registry[name])
@@ -152,9 +159,9 @@ class DataConfig(_PluginSection):
         "name", "n_train", "n_test", "jitter", "dim", "n_classes", "informative", "noise", "noise_type", "p", "op",
         "train_frac", "encoding", "n_labeled", "n_latents", "sparsity", "standardize", "tasks"})
 
-    name: str = "moons"
-    n_train: int = Field(1000, ge=1, le=1_000_000, description="training examples (digits: taken from the 1,797)")
-    n_test: int = Field(1000, ge=0, le=1_000_000, description="test examples (digits: the rest, capped by this)")
+    name: str = Field(default_factory=lambda: _registry_default(DataConfig))
+    n_train: int = Field(1000, ge=1, le=1_000_000, description="training examples (a fixed dataset: from its pool)")
+    n_test: int = Field(1000, ge=0, le=1_000_000, description="test examples (a fixed dataset: the rest, capped)")
     noise: float = Field(0.0, ge=0, lt=1, description="label-noise rate on training labels")
     noise_type: Literal["symmetric", "class_dependent"] = "symmetric"
     n_labeled: int = Field(0, ge=0, description="semi-supervised: labelled training examples (0 = all)")
@@ -177,18 +184,17 @@ class DataConfig(_PluginSection):
         return self
 
 
-class ModelConfig(_Section):
-    name: str = "mlp"
-    width: int = Field(128, ge=1, le=65536, description="hidden width / latents / random features / d_model")
-    depth: int = Field(2, ge=1, le=64, description="hidden layers (transformer: layers, ≤ 2)")
+class ModelConfig(_PluginSection):
+    _FAMILY: ClassVar[str] = "model"
+
+    name: str = Field(default_factory=lambda: _registry_default(ModelConfig))
+    width: int = Field(128, ge=1, le=65536, description="hidden width (the model's main size)")
+    depth: int = Field(2, ge=1, le=64, description="hidden layers")
     activation: Literal["relu", "tanh", "gelu", "silu", "quadratic", "identity", "crelu"] = "relu"
     bias: bool = True
     init_scale: float = Field(1.0, gt=0, le=1000, description="multiplies every initial weight")
     init_std: float | None = Field(None, gt=0, description="N(0, std²) init for weights; None = PyTorch default")
     dropout: float = Field(0.0, ge=0, lt=1, description="initial p of the dropout slots")
-    heads: int = Field(4, ge=1, le=64, description="transformer attention heads")
-    d_mlp: int = Field(512, ge=1, le=65536, description="transformer MLP width")
-    layernorm: bool = False
 
     @classmethod
     def registries(cls) -> dict[str, Registry[Any]]:
@@ -196,22 +202,14 @@ class ModelConfig(_Section):
 
         return {"name": REGISTRY}
 
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        registry = cls.registries()["name"]
-        if value not in registry.load():
-            raise ValueError(registry.unknown(value))
-        return value
-
 
 class OptimConfig(_PluginSection):
     _FAMILY: ClassVar[str] = "optim"
 
-    name: str = "adam"
+    name: str = Field(default_factory=lambda: _registry_default(OptimConfig))
     lr: float = Field(1e-3, gt=0, le=100)
-    weight_decay: float = Field(0.0, ge=0, le=100, description="decoupled: adamw, lion; coupled: sgd, adam, diffgrad")
-    schedule: str = "constant"
+    weight_decay: float = Field(0.0, ge=0, le=100, description="coupled or decoupled, as the optimizer's summary says")
+    schedule: str = Field(default_factory=lambda: _registry_default(OptimConfig, "schedule"))
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 (any schedule)")
 
     @classmethod
@@ -245,7 +243,7 @@ class TrainConfig(_Section):
 class LossConfig(_PluginSection):
     _FAMILY: ClassVar[str] = "loss"
 
-    name: str = "ce"
+    name: str = Field(default_factory=lambda: _registry_default(LossConfig))
     float64: bool = Field(False, description="compute the loss in float64 (grokking: delays softmax collapse)")
 
     @classmethod

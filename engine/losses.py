@@ -46,7 +46,7 @@ class LossFamily(Plugin):
         raise NotImplementedError
 
 
-LOSSES: Registry[type[LossFamily]] = Registry(__name__, "loss.name")
+LOSSES: Registry[type[LossFamily]] = Registry(__name__, "loss.name", default="ce")
 
 
 def register_loss(cls: type[LossFamily]) -> type[LossFamily]:

@@ -199,8 +199,8 @@ class ScheduleFamily(Plugin):
         raise NotImplementedError
 
 
-OPTIMIZERS: Registry[type[OptimizerFamily]] = Registry(__name__, "optim.name")
-SCHEDULES: Registry[type[ScheduleFamily]] = Registry(__name__, "optim.schedule")
+OPTIMIZERS: Registry[type[OptimizerFamily]] = Registry(__name__, "optim.name", default="adam")
+SCHEDULES: Registry[type[ScheduleFamily]] = Registry(__name__, "optim.schedule", default="constant")
 
 # Parameters several optimizers read; each optimizer lists the ones it uses.
 MOMENTUM = Param("momentum", float, 0.0, 0, 1, max_open=True, help="heavy-ball momentum (muon: 0 = its own 0.95)")

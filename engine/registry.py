@@ -19,9 +19,10 @@ T = TypeVar("T")
 class Registry(dict[str, T], Generic[T]):
     """``name → plugin``; ``load()`` imports the package's modules (except ``base``) once."""
 
-    def __init__(self, package: str, key: str) -> None:
+    def __init__(self, package: str, key: str, default: str | None = None) -> None:
         super().__init__()
         self.package, self.key = package, key  # key: config prefix in error messages, e.g. "data.name"
+        self.default = default  # the plugin a config gets when it names none (declared by the family)
         self._loaded = False
 
     def add(self, name: str, item: T) -> T:

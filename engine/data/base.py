@@ -110,7 +110,7 @@ class DatasetFamily(Plugin):
         raise NotImplementedError
 
 
-REGISTRY: Registry[type[DatasetFamily]] = Registry("engine.data", "data.name")
+REGISTRY: Registry[type[DatasetFamily]] = Registry("engine.data", "data.name", default="moons")
 
 
 def register_family(cls: type[DatasetFamily]) -> type[DatasetFamily]:

@@ -88,7 +88,7 @@ class ModelFamily(Plugin):
         """Refuse a model section (``cfg`` is ``ModelConfig``) this model cannot build, naming the key."""
 
 
-REGISTRY: Registry[type[ModelFamily]] = Registry(__name__, "model.name")
+REGISTRY: Registry[type[ModelFamily]] = Registry(__name__, "model.name", default="mlp")
 
 
 def register_model(cls: type[ModelFamily]) -> type[ModelFamily]:

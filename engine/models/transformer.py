@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from engine.models import LabModel, ModelFamily, register_model
 from engine.models.mlp import scale_parameters_
+from engine.plugin import Param
 
 if TYPE_CHECKING:
     from engine.config import ModelConfig
@@ -153,6 +154,11 @@ class TransformerModel(ModelFamily):
     tasks = frozenset({"classification", "sequence"})
     inputs = frozenset({"tokens"})
     traits = frozenset({"dropout_slots", "relu_units", "attention", "own_activation"})
+    params = (
+        Param("heads", int, 4, 1, 64, help="transformer attention heads"),
+        Param("d_mlp", int, 512, 1, 65536, help="transformer MLP width"),
+        Param("layernorm", bool, False, help="pre-LayerNorm in each block (off: identity, as in Nanda et al.)"),
+    )
 
     @classmethod
     def build(cls, cfg: ModelConfig, dataset: Dataset) -> LabModel:
