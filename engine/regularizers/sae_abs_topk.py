@@ -37,15 +37,14 @@ class SAEAbsTopK(SAEActivation):
     pre-activations of largest magnitude keep their signed value, every other latent is exactly
     0, so L0 = k per sample and a latent may be negative (a feature and its "anti-feature" share
     one decoder column). Same op in training and evaluation; gradients reach only the selected
-    latents; ``k`` is live. Verify against the paper: the lab reference gives only the one-line
-    description (top-k by |pre|, sign kept, no ReLU); no paper-specific scaling or bias
-    convention is applied. Sae model only; one SAE sparsity mechanism at a time (conflicts with
+    latents; ``k`` is live. Verify against the paper: the lab implements the one-line description
+    (top-k by |pre|, sign kept, no ReLU); no paper-specific scaling or bias convention is applied. Sae model only; one SAE sparsity mechanism at a time (conflicts with
     TopK, BatchTopK, Feature Choice and L1). ``sae_aux_k`` still works with it, but its auxiliary
     reconstruction uses ReLU(TopK) of dead latents, i.e. positive codes only.
     """
 
     name = "sae_abs_topk"
-    source = ("AbsTopK SAE activation (lab extended, techniques §11.6); after Scaling and evaluating sparse "
+    source = ("AbsTopK SAE activation (a lab extension of TopK); after Scaling and evaluating sparse "
               "autoencoders (Gao et al., 2024)")
     params = (
         Param("k", int, 8, 1, 64, live=True, help="active latents per sample (largest |pre|, sign kept)"),
