@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -163,6 +164,40 @@ def test_list_show_export_read_a_read_only_store_without_stray_files(what, tmp_p
     assert any(p.name.endswith("metrics.csv") for p in out.iterdir())
     assert listing == ["lab.db"]
     assert _integrity(db) == "ok"
+
+
+CRASHED_WRITER = """
+import sys, time
+from engine.store import RunStore
+store = RunStore(sys.argv[1])
+run_id = store.create_run({"seed": 0}, name="crashed")
+store.metric_writer(run_id, max_buffer=1).add(1, "train/loss", 0.5)
+print(run_id, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_crashed_writers_wal_is_read_from_a_read_only_store(tmp_path, monkeypatch, capsys):
+    """With a ``-wal`` left beside it the store cannot be opened ``immutable`` (that would skip the
+    WAL's rows); the plain ``mode=ro`` open reads them and adds no file."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", CRASHED_WRITER, str(folder / "lab.db")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = writer.stdout.readline().strip()
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+        writer.stdout.close()
+    before = sorted(p.name for p in folder.iterdir())
+    assert run_id and "lab.db-wal" in before
+    with read_only(folder, monkeypatch):
+        assert _run("show", run_id, "--store", str(folder / "lab.db"), "--json") == 0
+        shown = json.loads(capsys.readouterr().out)
+        after = sorted(p.name for p in folder.iterdir())
+    assert shown["final"] == {"train/loss": 0.5}  # the row lives only in the -wal
+    assert after == before
 
 
 def test_writable_open_of_a_read_only_store_fails_before_any_work(tmp_path, monkeypatch):
