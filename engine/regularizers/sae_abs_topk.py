@@ -38,8 +38,9 @@ class SAEAbsTopK(SAEActivation):
     0, so L0 = k per sample and a latent may be negative (a feature and its "anti-feature" share
     one decoder column). Same op in training and evaluation; gradients reach only the selected
     latents; ``k`` is live. Verify against the paper: the lab implements the one-line description
-    (top-k by |pre|, sign kept, no ReLU); no paper-specific scaling or bias convention is applied. Sae model only; one SAE sparsity mechanism at a time (conflicts with
-    TopK, BatchTopK, Feature Choice and L1). ``sae_aux_k`` still works with it, but its auxiliary
+    (top-k by |pre|, sign kept, no ReLU); no paper-specific scaling or bias convention is applied.
+    Sae model only; one SAE sparsity mechanism at a time (conflicts with TopK, BatchTopK, Feature
+    Choice and L1). ``sae_aux_k`` still works with it, but its auxiliary
     reconstruction uses ReLU(TopK) of dead latents, i.e. positive codes only.
     """
 
