@@ -124,3 +124,24 @@ def test_the_walker_sees_function_level_imports_and_skips_type_checking(tmp_path
     assert find_cycle(graph) in (["engine.a", "engine.b", "engine.a"], ["engine.b", "engine.a", "engine.b"])
     (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from engine.a import x\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+# The bottom of the graph: shared primitives every plugin may import (they import no plugin family,
+# except engine.traits, which reads the dataset and model registries inside a function).
+BOTTOM = {"engine", "engine.plugin", "engine.errors", "engine.registry", "engine.traits", "engine.batch",
+          "engine.rng", "engine.capabilities"}
+FAMILIES = ("engine.data", "engine.models", "engine.optim", "engine.losses", "engine.regularizers",
+            "engine.diagnostics")
+
+
+def test_plugin_families_import_only_the_bottom_and_themselves() -> None:
+    """A plugin never imports another family or anything above the registries (config, trainer, …)."""
+    wrong = {}
+    for module, targets in import_graph().items():
+        family = next((f for f in FAMILIES if module == f or module.startswith(f + ".")), None)
+        if family is None:
+            continue
+        outside = sorted(t for t in targets if t not in BOTTOM and t != family and not t.startswith(family + "."))
+        if outside:
+            wrong[module] = outside
+    assert not wrong, f"plugin modules importing outside the bottom layer: {wrong}"
