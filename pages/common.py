@@ -8,6 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import streamlit as st
+from streamlit import runtime
 
 from engine.jobs import Job
 from engine.store import RunStore
@@ -31,7 +32,7 @@ def _use_app_navigation() -> None:
     process) and the run starts again, now through app.py, on the same URL and query. Nothing
     happens on a bare import (tests import this module outside any server).
     """
-    if not navigated() and st.runtime.exists():
+    if not navigated() and runtime.exists():
         app_navigation(position="hidden")
         st.rerun()
 
