@@ -9,7 +9,7 @@ threads or open SQLite handles from the caller (a Streamlit server has many); ``
 fallback where forkserver does not exist. Each worker opens the store itself.
 
 Workers die with the driver (``engine.sweeps.lifeline``): a ``kill -9`` of the driver takes the
-workers, and with them the fork server and the resource tracker, down within a second.
+workers, and with them the fork server and the resource tracker, down within seconds.
 
 If a worker process dies (OOM killer, segfault) the pool breaks and every cell then running is
 lost with it: those cells are retried once in a fresh pool, then recorded as failed.
