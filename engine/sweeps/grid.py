@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import safe_input
 from engine.config import ConfigError, apply_overrides, load_file, parse_value, validate
 
 _RANGE = re.compile(r"(?P<log>log:)?(?P<lo>[^.][^,]*?)\.\.(?P<hi>[^,]+)")
@@ -97,9 +98,11 @@ def _parse_values(key: str, raw: str) -> Axis:
         if m["log"] and lo <= 0:
             raise ConfigError(f"--grid {key}={raw}: a log range needs lo > 0")
         return Axis(key, low=lo, high=hi, log=bool(m["log"]))
-    try:
-        values = json.loads(f"[{raw}]")
-    except json.JSONDecodeError:
+    try:  # capped like --set values: nesting, duplicate keys, size (engine/safe_input.py)
+        values = safe_input.loads_json(f"[{raw}]")
+    except safe_input.InputError as err:
+        raise ConfigError(f"--grid {key}: {err}") from None
+    except ValueError:  # not JSON as a whole (bare strings), or an integer past Python's digit limit
         values = [parse_value(v.strip()) for v in raw.split(",")]
     if any(v == "" for v in values):
         raise ConfigError(f"--grid {key}={raw}: empty value; separate values with single commas")

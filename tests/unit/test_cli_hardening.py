@@ -118,6 +118,15 @@ def test_hostile_set_values_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not store.exists()
 
 
+def test_hostile_grid_values_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    store = tmp_path / "lab.db"
+    code, err = run_main(["sweep", "--preset", "grokking-quadratic", "--grid", "optim.lr=" + "[" * 50_000,
+                          "--store", str(store)], capsys)
+    assert code == 2 and one_line(err) == "error: --grid optim.lr: nested deeper than 32 levels; " \
+        "a config is a few sections of plain values"
+    assert not store.exists()
+
+
 # ---- dataset-level checks (preflight) --------------------------------------------------------------
 
 @pytest.mark.parametrize(("assignment", "expected"), [
