@@ -2,9 +2,9 @@
 
 A config is a few sections of scalars, a handful of levels deep and a few kilobytes long. Text
 that is none of that — binary garbage, a 50 MB file, ``[[[[…`` fifty thousand levels deep, the
-same key twice — is refused here with a one-line ``InputError`` (a ``ConfigError`` once
-the caller adds the field) naming what to fix, before a
-parser can spend minutes on it or overflow the interpreter's stack:
+same key twice — is refused here with a one-line ``InputError`` naming what to fix (the caller
+re-raises it as a ``ConfigError`` with the flag or key in front), before a parser can spend
+minutes on it or overflow the interpreter's stack:
 
 - size: at most ``MAX_BYTES`` (1 MB), checked while reading, so a huge file is never loaded;
 - encoding: UTF-8 only (a decode error names the byte offset);
