@@ -1,7 +1,9 @@
 """Evaluation passes: eval mode, unaugmented data, no gradients, model state restored.
 
-Accuracy is measured against the labels as *given* for training; when labels are noisy the
-memorisation metrics of diagnostics.md §10 are added:
+Accuracy is measured against the labels as *given* for training; with few labels
+``train/acc_labeled`` is the accuracy on the labelled subset; regression and reconstruction
+report R² (``train/r2``, ``test/r2``). When labels are noisy the memorisation metrics
+(Liu et al. 2020; Arpit et al. 2017) are added:
 ``train/acc_clean`` (clean-labelled examples), ``train/acc_noisy`` (noisy-labelled examples
 predicted as their TRUE label, "noisy-correct") and ``noisy/memorized_frac`` (predicted as their
 wrong training label).
@@ -22,6 +24,7 @@ from torch import Tensor
 from engine.batch import Batch
 from engine.config import LossConfig
 from engine.data import Dataset
+from engine.diagnostics.representation import fvu
 from engine.losses import data_loss
 from engine.models import LabModel
 
@@ -58,16 +61,28 @@ def evaluate(model: LabModel, data: Dataset, loss_cfg: LossConfig, output_fn: Ca
             loss, _ = data_loss(outputs, Batch(x, y, idx), loss_cfg, data.task, output_fn)
         metrics[f"{split}/loss_full" if split == "train" else "test/loss"] = float(loss)
         if data.task != "classification":
+            metrics[f"{split}/r2"] = r_squared(outputs, y)
             continue
         correct = outputs.argmax(-1) == y
         metrics[f"{split}/acc"] = float(correct.float().mean())
+        if split == "train" and data.labeled is not None:
+            metrics["train/acc_labeled"] = float(correct[data.labeled].float().mean())
         if split == "train" and data.is_noisy is not None and data.y_train_true is not None:
             metrics.update(memorization(outputs.argmax(-1), y, data.y_train_true, data.is_noisy))
     return metrics
 
 
+def r_squared(outputs: Tensor, targets: Tensor) -> float:
+    """Coefficient of determination R² = 1 − FVU (the SAE papers' fraction of variance unexplained,
+    ``engine.diagnostics.representation.fvu``: ȳ is the per-output mean over the split).
+
+    Negative when the model is worse than predicting the mean; −inf for constant targets.
+    """
+    return 1.0 - fvu(targets, outputs)
+
+
 def memorization(pred: Tensor, given: Tensor, true: Tensor, is_noisy: Tensor) -> dict[str, float]:
-    """diagnostics.md §10; identity: acc(given) = (1−ρ)·acc_clean + ρ·memorized_frac."""
+    """Clean / noisy-correct / memorised accuracies; identity: acc(given) = (1−ρ)·acc_clean + ρ·memorized_frac."""
     clean = ~is_noisy
     out = {"train/acc_clean": float((pred[clean] == given[clean]).float().mean()) if clean.any() else float("nan")}
     if is_noisy.any():

@@ -119,8 +119,8 @@ def overlay(runs: Mapping[str, Series], names: Sequence[str], title: str, log_y:
     return fig
 
 
-OUTCOME_COLOURS = {"generalized": "#2ca02c", "grokked": "#1f77b4", "memorized": "#ff7f0e",
-                   "no_learning": "#9e9e9e", "diverged": "#d62728"}
+OUTCOME_COLOURS = {"generalized": "#2ca02c", "grokked": "#1f77b4", "memorized": "#ff7f0e", "partial": "#e5c100",
+                   "no_learning": "#9e9e9e", "diverged": "#d62728", "stopped": "#6b6b6b"}
 
 
 def sweep_heatmap(points: Sequence[Mapping[str, Any]], x_key: str, x_values: Sequence[Any],

@@ -14,13 +14,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from engine.outcome import LOSS_KEYS, TEST_ACC, TRAIN_ACC, classify_outcome
+from engine.outcome import TEST_ACC, stored_verdict
 
 if TYPE_CHECKING:
     from engine.store import RunStore
-
-OUTCOME_METRICS = (TRAIN_ACC, TEST_ACC, *LOSS_KEYS)
-
 
 def local_time(timestamp: float | None) -> str:
     """``2026-12-02 16:05`` in the machine's local time zone; ``-`` when unknown."""
@@ -73,14 +70,13 @@ def fmt(value: Any) -> str:
 
 
 def run_rows(store: RunStore, runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each run with ``outcome`` (replayed from its stored history) and ``test_acc`` (final) added."""
+    """Each run with ``outcome`` and ``reason`` (its verdict replayed from the stored history) and
+    ``test_acc`` (final) added."""
     rows = []
     for run in runs:
-        history = {name: list(zip(steps.tolist(), values.tolist(), strict=True))
-                   for name, (steps, values) in store.metrics(run["id"], OUTCOME_METRICS).items()}
-        final = store.final_metrics(run["id"])
-        outcome = classify_outcome(history, run["status"]) if run["status"] != "running" else "-"
-        rows.append({**run, "outcome": outcome, "test_acc": final.get(TEST_ACC)})
+        verdict = stored_verdict(store, run)
+        rows.append({**run, "outcome": verdict.outcome if verdict else "-", "reason": verdict.reason if verdict else "",
+                     "test_acc": store.final_metrics(run["id"]).get(TEST_ACC)})
     return rows
 
 
@@ -137,10 +133,12 @@ def grouped_metrics(final: Mapping[str, float]) -> list[tuple[str, list[tuple[st
     return sorted(groups.items())
 
 
-def run_details(run: Mapping[str, Any], final: Mapping[str, float], outcome: str, now: float | None = None) -> str:
-    """The ``show`` text: header, config summary, verdict, message and grouped final metrics."""
+def run_details(run: Mapping[str, Any], final: Mapping[str, float], outcome: str, reason: str = "",
+                now: float | None = None) -> str:
+    """The ``show`` text: header, config summary, verdict with its reason, message, grouped final metrics."""
     lines = [f"run {run['id']}  {run_label(run)}",
-             f"  status     {run['status']}" + (f" · outcome {outcome}" if outcome and outcome != "-" else ""),
+             f"  status     {run['status']}" + (f" · outcome {outcome}" if outcome and outcome != "-" else "")
+             + (f": {reason}" if reason else ""),
              f"  created    {local_time(run.get('created_at'))}, ran {duration(run, now)}, seed {run.get('seed')}"]
     if run.get("preset"):
         lines.append(f"  preset     {run['preset']}")

@@ -21,7 +21,7 @@ from engine.outcome import Outcome
 from engine.sweeps.monitor import CellState
 
 # Order used to break ties in the majority and to lay out the outcome colour bar.
-OUTCOMES = ("generalized", "grokked", "memorized", "no_learning", "diverged")
+OUTCOMES = ("generalized", "grokked", "memorized", "partial", "no_learning", "diverged", "stopped")
 assert set(OUTCOMES) == set(get_args(Outcome)), "engine.outcome gained a class: place it in OUTCOMES"
 
 

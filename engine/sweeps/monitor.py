@@ -13,12 +13,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.outcome import classify_outcome
+from engine.outcome import stored_verdict
 from engine.store import RunStore, StoreError
 from engine.sweeps.grid import Axis, Cell, SweepSpec
 
 FINISHED = ("completed", "diverged")  # a result; resume skips these cells
-OUTCOME_INPUTS = ("train/acc", "test/acc", "train/loss_full")
 
 
 @dataclass
@@ -117,14 +116,9 @@ class SweepMonitor:
 
 
 def run_outcome(store: RunStore, run_id: str, status: str) -> str | None:
-    """The outcome class (engine.outcome) of a stored classification run; None for regression
-    runs (no accuracy) and for runs that did not finish."""
-    if status == "diverged":
-        return "diverged"
-    if status != "completed":
+    """The outcome class (engine.outcome) of a stored run; None for a run that did not finish."""
+    run = store.get_run(run_id)
+    if run is None or status not in ("completed", "diverged", "stopped"):
         return None
-    history = {name: list(zip(steps.tolist(), values.tolist(), strict=True))
-               for name, (steps, values) in store.metrics(run_id, OUTCOME_INPUTS).items()}
-    if "train/acc" not in history:
-        return None
-    return classify_outcome(history, status)
+    verdict = stored_verdict(store, {**run, "status": status})
+    return verdict.outcome if verdict else None
