@@ -1,4 +1,4 @@
-"""Events the trainer emits (design §2) and the commands it accepts from other threads."""
+"""Events the trainer emits (see ``engine/trainer.py``) and the commands it accepts from other threads."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ class CReLU(nn.Module):
     """Concatenated ReLU [relu(x), relu(−x)] along the last dim: twice as many outputs as inputs.
 
     *Understanding and Improving Convolutional Neural Networks via Concatenated Rectified Linear
-    Units* (Shang et al., ICML 2016); a plasticity tool in techniques §8.3 (Abbas et al. 2023):
+    Units* (Shang et al., ICML 2016); a plasticity tool
+    (Abbas et al. 2023, *Loss of Plasticity in Continual Deep Reinforcement Learning*):
     one of each pair is always active, so no unit can die. Only the MLP widens its next layer
     for it (``model.activation=crelu`` is refused for the other models).
     """

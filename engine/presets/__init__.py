@@ -1,4 +1,4 @@
-"""Phenomena presets: one YAML file per phenomenon, ids fixed by design §4.
+"""Phenomena presets: one YAML file per phenomenon; the ids are part of the CLI contract (README).
 
 A preset is plain data: a title, a one-line description, the paper, a full RunConfig under
 ``config`` (the baseline) and named ``variants`` — dotted ``--set`` overrides such as the toggle

@@ -1,4 +1,4 @@
-"""double-descent (phenomena.md §6) through the CLI: the min-norm test-error peak at N ≈ n and ridge.
+"""double-descent (Belkin et al. 2019) through the CLI: the min-norm test-error peak at N ≈ n and ridge.
 
 The preset is an exact solve (``lstsq_readout``), so each run is deterministic: single seed
 (the preset's seed 0), n = 300 digits. Measured on this machine (torch 2.13 CPU); the values of

@@ -1,4 +1,4 @@
-"""gradient-noise (phenomena.md §13) through the CLI: noise makes a 20-layer MLP from a poor init train.
+"""gradient-noise (Neelakantan et al. 2015) through the CLI: noise makes a 20-layer MLP from a poor init train.
 
 Mini-batch SGD: paired per seed (same split, init and batch order; only η differs) and scored
 as a success rate (test accuracy > 0.5), as §13 asks. Measured on this machine (torch 2.13 CPU,

@@ -1,4 +1,4 @@
-"""The cheap first part of the grokking-transformer preset (phenomena.md §4) through the CLI.
+"""The cheap first part of the grokking-transformer preset (Nanda et al. 2023) through the CLI.
 
 The full run (p = 113, Nanda et al.'s 1-layer transformer, wd 1 groks after ~10k full-batch
 steps) takes ≈ 0.12 s a step on one CPU thread — half an hour and more — so it is a GPU /

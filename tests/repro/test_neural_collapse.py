@@ -1,4 +1,4 @@
-"""neural-collapse (phenomena.md §8) through the CLI: NC1 collapse under MSE, and what weight decay adds.
+"""neural-collapse (Papyan, Han & Donoho 2020) through the CLI: NC1 collapse under MSE, and what weight decay adds.
 
 Full-batch and deterministic: single seed (the preset's seed 0), NC metrics every 100 steps on the
 whole training set. Measured on this machine (torch 2.13 CPU, one thread); seeds 1 and 2 gave

@@ -1,4 +1,4 @@
-"""Reproduction of phenomena.md §10 (plasticity) through the CLI: random-label digits tasks.
+"""Reproduction of the plasticity preset (card assets/presets/plasticity.md) through the CLI: random-label digits tasks.
 
 Mini-batch training is stochastic, so every claim is checked per seed on three seeds, pairing the
 vanilla run with the spectral-regularization run of the same seed (same labels, init and batch

@@ -1,4 +1,4 @@
-"""Reproduction of phenomena.md §12 (sae-dead-latents) through the CLI.
+"""Reproduction of the sae-dead-latents preset (Gao et al. 2024) through the CLI.
 
 Setting: generated sparse features (512 unit directions in 64 dims, each active with probability
 0.01, magnitude U(0, 1)) and a TopK SAE with 512 latents — no more latents than true features, as

@@ -1,9 +1,9 @@
-"""sam (phenomena.md §9) through the CLI: SAM vs SGD, sharpness compared at matched training loss.
+"""sam (Foret et al. 2021) through the CLI: SAM vs SGD, sharpness compared at matched training loss.
 
 Mini-batch SGD is stochastic, so the checks are paired per seed (same split, init and batch
 order; only ρ differs) over three seeds. With cross-entropy the Hessian shrinks with the loss and
 SAM also reaches a lower loss (3.9e-4 vs 7.2e-4 after 1,920 steps), so final sharpness alone is
-confounded (phenomena.md §9 caveat): λ_max is read where each run's full-batch training loss
+confounded (the card's caveat): λ_max is read where each run's full-batch training loss
 crosses the same value, interpolated log-log between the two bracketing checkpoints (both every
 32 steps). Measured on this machine (torch 2.13 CPU, one thread; seeds 0–4 in the preset card).
 ≈ 2.5–5 s CPU per run.

@@ -1,4 +1,4 @@
-"""Reproduction of phenomena.md §11 (ssl-moons) through the CLI: two moons with 10 labels.
+"""Reproduction of the ssl-moons preset (card assets/presets/ssl-moons.md) through the CLI: two moons with 10 labels.
 
 Stochastic (augmentation noise, few-label draw), so each method is compared with the supervised
 run of the same seed (same data, labels and init) over three seeds, and the §11 checks are on the

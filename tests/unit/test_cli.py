@@ -1,4 +1,4 @@
-"""CLI contract (design §4): exit codes, one-line errors, JSON shapes, a store shared by processes."""
+"""CLI contract (README, Command line): exit codes, one-line errors, JSON shapes, a store shared by processes."""
 
 from __future__ import annotations
 

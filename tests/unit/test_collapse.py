@@ -1,6 +1,6 @@
 """Neural collapse, feature ranks, dead units and SAE metrics on constructed features and tiny models.
 
-Exact cases follow diagnostics.md §18: a simplex ETF with no within-class spread and W ∝ M̃ᵀ gives
+Exact cases (Papyan, Han & Donoho 2020's definitions): a simplex ETF with no within-class spread and W ∝ M̃ᵀ gives
 0 for every NC metric; NC1 is checked against hand computations and a direct NumPy pseudo-inverse
 with the rank-min(d, C − 1) clamp (also for d < C − 1).
 """

@@ -1,4 +1,4 @@
-"""Cross pseudo supervision (techniques §9 extended): the cross term by hand, where gradients go,
+"""Cross pseudo supervision (Chen et al. 2021): the cross term by hand, where gradients go,
 the peer's own optimizer step, and a behavioural run on two moons with 10 labels."""
 
 from __future__ import annotations

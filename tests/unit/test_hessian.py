@@ -1,6 +1,6 @@
 """Curvature numerics (engine/diagnostics/hessian.py) and instruments (curvature.py) vs exact Hessians.
 
-diagnostics.md §18: a quadratic toy with a known symmetric A (negative eigenvalues included) and
+Exact references: a quadratic toy with a known symmetric A (negative eigenvalues included) and
 a tiny float64 MLP (8-32-32-3 tanh, 1,443 parameters, 64 random examples) whose exact Hessian
 comes from ``torch.autograd.functional.hessian`` of the very objective the instruments use.
 """

@@ -1,6 +1,6 @@
 """Loss-landscape slices (engine/diagnostics/landscape.py) and the ``landscape`` instrument.
 
-diagnostics.md §7/§19: zero-mean filter-normalised directions with 1-D tensors zeroed, functional
+Li et al. 2018: zero-mean filter-normalised directions with 1-D tensors zeroed, functional
 evaluation that never moves the live weights, the slice centre equal to the live loss, and a PCA
 trajectory projection that recovers the plane a path lies in.
 """

@@ -1,4 +1,4 @@
-"""The Zipf options of the SAE techniques (techniques §11.3, §11.6): aux-Zipf (``sae_aux_k``
+"""The Zipf options of the SAE techniques (docs/techniques.md: sae_aux_k, sae_feature_choice): aux-Zipf (``sae_aux_k``
 ``mode=zipf``, a provisional approximation) and Feature Choice with Zipf capacities."""
 
 from __future__ import annotations
