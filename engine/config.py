@@ -159,13 +159,15 @@ class DataConfig(_PluginSection):
         "name", "n_train", "n_test", "jitter", "dim", "n_classes", "informative", "noise", "noise_type", "p", "op",
         "train_frac", "encoding", "n_labeled", "n_latents", "sparsity", "standardize", "tasks"})
 
-    name: str = Field(default_factory=lambda: _registry_default(DataConfig))
+    name: str = Field(default_factory=lambda: _registry_default(DataConfig),
+                      description="dataset (generated or bundled with scikit-learn; nothing is downloaded)")
     n_train: int = Field(1000, ge=1, le=1_000_000, description="training examples (a fixed dataset: from its pool)")
     n_test: int = Field(1000, ge=0, le=1_000_000, description="test examples (a fixed dataset: the rest, capped)")
     noise: float = Field(0.0, ge=0, lt=1, description="label-noise rate on training labels")
-    noise_type: Literal["symmetric", "class_dependent"] = "symmetric"
+    noise_type: Literal["symmetric", "class_dependent"] = Field(
+        "symmetric", description="symmetric: a random other class; class_dependent: c → c + 1 (pair flip)")
     n_labeled: int = Field(0, ge=0, description="semi-supervised: labelled training examples (0 = all)")
-    standardize: bool = True
+    standardize: bool = Field(True, description="centre and scale the inputs with training-set statistics")
     tasks: int = Field(1, ge=1, le=1000, description="plasticity: tasks with fresh random labels (1 = off)")
 
     @classmethod
@@ -187,11 +189,12 @@ class DataConfig(_PluginSection):
 class ModelConfig(_PluginSection):
     _FAMILY: ClassVar[str] = "model"
 
-    name: str = Field(default_factory=lambda: _registry_default(ModelConfig))
+    name: str = Field(default_factory=lambda: _registry_default(ModelConfig), description="architecture")
     width: int = Field(128, ge=1, le=65536, description="hidden width (the model's main size)")
     depth: int = Field(2, ge=1, le=64, description="hidden layers")
-    activation: Literal["relu", "tanh", "gelu", "silu", "quadratic", "identity", "crelu"] = "relu"
-    bias: bool = True
+    activation: Literal["relu", "tanh", "gelu", "silu", "quadratic", "identity", "crelu"] = Field(
+        "relu", description="hidden nonlinearity (crelu doubles the width; mlp only)")
+    bias: bool = Field(True, description="bias terms in the linear layers")
     init_scale: float = Field(1.0, gt=0, le=1000, description="multiplies every initial weight")
     init_std: float | None = Field(None, gt=0, description="N(0, std²) init for weights; None = PyTorch default")
     dropout: float = Field(0.0, ge=0, lt=1, description="initial p of the dropout slots")
@@ -206,10 +209,11 @@ class ModelConfig(_PluginSection):
 class OptimConfig(_PluginSection):
     _FAMILY: ClassVar[str] = "optim"
 
-    name: str = Field(default_factory=lambda: _registry_default(OptimConfig))
-    lr: float = Field(1e-3, gt=0, le=100)
+    name: str = Field(default_factory=lambda: _registry_default(OptimConfig), description="optimizer")
+    lr: float = Field(1e-3, gt=0, le=100, description="base learning rate (live in the Lab)")
     weight_decay: float = Field(0.0, ge=0, le=100, description="coupled or decoupled, as the optimizer's summary says")
-    schedule: str = Field(default_factory=lambda: _registry_default(OptimConfig, "schedule"))
+    schedule: str = Field(default_factory=lambda: _registry_default(OptimConfig, "schedule"),
+                          description="learning-rate schedule over the run")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 (any schedule)")
 
     @classmethod
@@ -232,9 +236,9 @@ class OptimConfig(_PluginSection):
 
 
 class TrainConfig(_Section):
-    steps: int = Field(1000, ge=1, le=10_000_000)
+    steps: int = Field(1000, ge=1, le=10_000_000, description="optimizer steps (the run's budget)")
     batch_size: int = Field(0, ge=0, le=1_000_000, description="0 = full batch")
-    eval_every: int = Field(50, ge=1)
+    eval_every: int = Field(50, ge=1, description="full train/test evaluation every k steps")
     log_every: int = Field(1, ge=1, description="record step metrics every k steps")
     snapshot_every: int = Field(0, ge=0, description="feature snapshots every k steps (0 = off)")
     threads: int = Field(0, ge=0, le=256, description="torch intra-op threads (0 = one)")
@@ -243,7 +247,7 @@ class TrainConfig(_Section):
 class LossConfig(_PluginSection):
     _FAMILY: ClassVar[str] = "loss"
 
-    name: str = Field(default_factory=lambda: _registry_default(LossConfig))
+    name: str = Field(default_factory=lambda: _registry_default(LossConfig), description="data loss")
     float64: bool = Field(False, description="compute the loss in float64 (grokking: delays softmax collapse)")
 
     @classmethod
@@ -254,17 +258,19 @@ class LossConfig(_PluginSection):
 
 
 class RunConfig(_Section):
-    name: str | None = None
-    preset: str | None = None
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    name: str | None = Field(None, description="a name for the run, shown in listings and the app")
+    preset: str | None = Field(None, description="the preset the run came from (set by --preset)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds data, init, data order and every technique")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
-    regularizers: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    diagnostics: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    regularizers: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                    description="technique → parameters (docs/techniques.md)")
+    diagnostics: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                   description="instrument → settings (docs/diagnostics.md)")
 
     @field_validator("diagnostics", mode="before")
     @classmethod

@@ -36,7 +36,7 @@ def _range(spec: dict[str, Any]) -> str:
     lo, hi = spec.get("min"), spec.get("max")
     if lo is None and hi is None:
         return "—"
-    return f"{'−∞' if lo is None else _cell(lo)} … {'∞' if hi is None else _cell(hi)}"
+    return f"{'−∞' if lo is None else lo} … {'∞' if hi is None else hi}"
 
 
 def _params_table(params: Iterable[dict[str, Any]], prefix: str) -> list[str]:
@@ -138,35 +138,54 @@ def presets_page() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def _bounds(field: Any) -> str:
+    lo = hi = None
+    for meta in field.metadata:
+        for name in ("ge", "gt"):
+            lo = getattr(meta, name, None) if getattr(meta, name, None) is not None else lo
+        for name in ("le", "lt"):
+            hi = getattr(meta, name, None) if getattr(meta, name, None) is not None else hi
+    return "—" if lo is None and hi is None else f"{'−∞' if lo is None else lo} … {'∞' if hi is None else hi}"
+
+
 def _schema_rows(model: type, prefix: str) -> list[str]:
-    """One row per field of a pydantic section: key, type, default, range, meaning."""
+    """One row per field of a config section: key, type, default, allowed values or range, meaning.
+
+    Fields that name a plugin (``data.name``, ``optim.schedule``, …) list the registered names.
+    """
     from pydantic import BaseModel
 
+    registries = model.registries() if hasattr(model, "registries") else {}
     rows = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             continue
-        lo = hi = None
-        for meta in field.metadata:
-            lo = getattr(meta, "ge", None) if getattr(meta, "ge", None) is not None else (
-                getattr(meta, "gt", None) if getattr(meta, "gt", None) is not None else lo)
-            hi = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else (
-                getattr(meta, "lt", None) if getattr(meta, "lt", None) is not None else hi)
         type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        if typing.get_origin(annotation) is typing.Literal:
-            choices = typing.get_args(annotation)
-            type_name = type(choices[0]).__name__
-            lo = hi = None
-            bounds_text = " · ".join(f"`{c}`" for c in choices)
+        if name in registries or typing.get_origin(annotation) is typing.Literal:
+            choices = model.choices(name) if hasattr(model, "choices") else typing.get_args(annotation)
+            allowed, type_name = " · ".join(f"`{c}`" for c in choices), "str"
         else:
-            bounds_text = None
+            allowed = _bounds(field)
         default = None if field.is_required() else field.get_default(call_default_factory=True)
         shown_default = "{}" if isinstance(default, dict) and not default else _cell(default)
-        bounds = bounds_text or ("—" if lo is None and hi is None
-                                 else f"{'−∞' if lo is None else lo} … {'∞' if hi is None else hi}")
-        rows.append(f"| `{prefix}{name}` | {_cell(type_name)} | {shown_default} | {bounds} | "
+        rows.append(f"| `{prefix}{name}` | {_cell(type_name)} | {shown_default} | {allowed} | "
                     f"{_cell(field.description or '')} |")
+    return rows
+
+
+def _declared_rows(model: type, prefix: str) -> list[str]:
+    """Keys that the section's plugins declare themselves (``data.p`` by modular, ``loss.q`` by gce)."""
+    if not hasattr(model, "declared"):
+        return []
+    rows = []
+    for name, (spec, readers) in sorted(model.declared().items()):
+        info = spec.describe()
+        meaning = info.get("help") or ""
+        for reader in readers:  # a help text that already names its reader ("xor: …") would repeat it
+            meaning = meaning.removeprefix(f"{reader}: ")
+        rows.append(f"| `{prefix}{name}` | {info['type']} | {_cell(info['default'])} | {_range(info)} | "
+                    f"{', '.join(readers)}: {_cell(meaning)} |")
     return rows
 
 
@@ -179,13 +198,15 @@ def config_page() -> str:
            "Every key of a run's configuration, as accepted by `--set KEY=VALUE`, a `--config` JSON/YAML file, "
            "a preset's YAML and the Lab's URL (`?set=KEY=VALUE`). Unknown keys are errors. Values are validated "
            "before anything is built; a bad one gets a one-line message naming the key (CLI exit 2).", "",
-           "| key | type | default | range | meaning |", "|---|---|---|---|---|"]
+           "Some keys belong to one dataset, optimizer, schedule or loss and are declared by it (the *meaning* "
+           "column names which); a dataset key is refused when another dataset is selected.", "",
+           "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     out += _schema_rows(RunConfig, "")
     for name, field in RunConfig.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out += ["", f"## `{name}`", "", "| key | type | default | range | meaning |", "|---|---|---|---|---|"]
-            out += _schema_rows(annotation, f"{name}.")
+            out += ["", f"## `{name}`", "", "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+            out += _schema_rows(annotation, f"{name}.") + _declared_rows(annotation, f"{name}.")
     out += ["", "Technique and instrument parameters (`regularizers.<name>.<param>`, "
             "`diagnostics.<name>.<param>`) are listed in [techniques.md](techniques.md) and "
             "[diagnostics.md](diagnostics.md)."]
