@@ -169,10 +169,13 @@ def _cmd_regularizers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_store(path: str | None) -> Any:
+def _open_store(path: str | None, writable: bool = True) -> Any:
+    """The run store. ``run``/``sweep`` refuse a read-only store here, before any work; ``list``,
+    ``show`` and ``export`` pass ``writable=False`` and read a read-only store without leaving
+    ``-wal``/``-shm`` files beside it."""
     from engine.store import RunStore
 
-    return RunStore(path)
+    return RunStore(path, writable=writable)
 
 
 def check_out_dir(path: str, flag: str, files: Sequence[str] = ()) -> None:
@@ -230,7 +233,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    runs = _open_store(args.store).list_runs(limit=args.limit)
+    runs = _open_store(args.store, writable=False).list_runs(limit=args.limit)
     if args.json:
         print(json.dumps([{k: r.get(k) for k in ("id", "name", "preset", "status", "created_at", "seed")}
                           for r in runs], indent=2))
@@ -241,7 +244,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    store = _open_store(args.store)
+    store = _open_store(args.store, writable=False)
     run = store.get_run(args.run_id)
     if run is None:
         raise ConfigError(f"RUN_ID {args.run_id!r}: no such run in {store.path}; see `python -m engine list`")
@@ -261,7 +264,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from engine.export import ExportError, export_run
 
     check_out_dir(args.out, "--out")
-    store = _open_store(args.store)
+    store = _open_store(args.store, writable=False)
     if store.get_run(args.run_id) is None:
         raise ConfigError(f"RUN_ID {args.run_id!r}: no such run in {store.path}; see `python -m engine list`")
     try:
