@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from engine.plugin import Param, Plugin
     from engine.registry import Registry
 
-__all__ = ["ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"]
+__all__ = ["ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "OutcomeConfig", "RunConfig",
+           "TrainConfig"]
 
 
 class _Section(BaseModel):
@@ -257,6 +258,13 @@ class LossConfig(_PluginSection):
         return {"name": LOSSES}
 
 
+class OutcomeConfig(_Section):
+    """How the run's outcome verdict is judged (engine/outcome.py; README, Outcome verdicts)."""
+
+    test_threshold: float = Field(0.95, gt=0, le=1, description="test score that counts as generalized "
+                                                               "(accuracy; R² for regression/reconstruction)")
+
+
 class RunConfig(_Section):
     name: str | None = Field(None, description="a name for the run, shown in listings and the app")
     preset: str | None = Field(None, description="the preset the run came from (set by --preset)")
@@ -267,6 +275,7 @@ class RunConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    outcome: OutcomeConfig = Field(default_factory=OutcomeConfig)
     regularizers: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                     description="technique → parameters (docs/techniques.md)")
     diagnostics: dict[str, dict[str, Any]] = Field(default_factory=dict,

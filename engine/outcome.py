@@ -30,7 +30,8 @@ call them):
 4. ``generalized`` when the final test score ≥ threshold; ``grokked`` instead when the test score
    first crossed the threshold at t_test > 3 · t_fit and t_test − t_fit ≥ 50 steps (Power et al.
    2022's delayed generalisation; the ratio and delay were calibrated on the grokking presets:
-   the quadratic MLP fits by step ≈ 50 and generalises at ≈ 250).
+   the quadratic MLP fits by step ≈ 20 and generalises at ≈ 260). Few-label runs never "grok":
+   their fit is of a handful of labelled points.
 5. ``memorized`` when fitted (or most wrong labels memorised) and the test score stays below the
    threshold; ``no_learning`` when the best fit and test scores never left chance
    (accuracy ≤ chance + 0.1·(1 − chance), chance = 1/classes; R² ≤ 0.1); ``partial`` otherwise.
@@ -124,6 +125,12 @@ def _pct(value: float) -> str:
     return f"{100 * value:.0f} %"
 
 
+def _num(value: float, threshold: float) -> str:
+    """Two decimals, or three when two would round a value below ``threshold`` up to it (0.986 vs 0.99)."""
+    text = f"{value:.2f}"
+    return f"{value:.3f}" if value < threshold <= float(text) else text
+
+
 class OutcomeTracker:
     """Incremental verdict: first fit and first test crossing, latest and best scores, divergence."""
 
@@ -163,8 +170,13 @@ class OutcomeTracker:
                 self.t_test = step
 
     def grokked(self) -> bool:
-        """The test threshold was crossed at t_test > 3·t_fit and t_test − t_fit ≥ 50 steps."""
-        if self.t_fit is None or self.t_test is None:
+        """The test threshold was crossed at t_test > 3·t_fit and t_test − t_fit ≥ 50 steps.
+
+        Never for a few-label run: fitting a handful of labelled points is immediate, and the slow
+        rise of test accuracy that follows (labels propagating through the unlabelled data) is
+        semi-supervised learning, not the delayed generalisation of a fitted training set.
+        """
+        if self.t_fit is None or self.t_test is None or self.judging.few_labels:
             return False
         return self.t_test > GROK_RATIO * self.t_fit and self.t_test - self.t_fit >= GROK_MIN_DELAY
 
@@ -208,13 +220,15 @@ class OutcomeTracker:
         fitted = self.t_fit is not None or latest.get(TRAIN_ACC, 0.0) >= FIT_THRESHOLD
         if (memorized_frac is not None and memorized_frac >= MEMORIZED_NOISY) or fitted:
             what = f"{fit_name} {fit:.2f}" if memorized_frac is None else f"train acc {latest.get(TRAIN_ACC, fit):.2f}"
-            return Verdict("memorized", f"{what} but test acc {test:.2f} < {j.test_threshold}{noise}")
+            shown = _num(test, j.test_threshold)
+            return Verdict("memorized", f"{what} but test acc {shown} < {j.test_threshold}{noise}")
         chance = 1.0 / j.num_classes if j.num_classes else None
         if chance is not None and max(self.best_fit, self.best_test) <= chance + NEAR_CHANCE * (1 - chance):
             return Verdict("no_learning", f"best {fit_name} {self.best_fit:.2f} and test acc {self.best_test:.2f} "
                                           f"stayed near chance ({chance:.2f})")
-        return Verdict("partial", f"{fit_name} {fit:.2f} < {FIT_THRESHOLD} and test acc {test:.2f} < "
-                                  f"{j.test_threshold}{noise}")
+        tested = f"test acc {_num(test, j.test_threshold)} < {j.test_threshold}" if math.isfinite(test) \
+            else "no test accuracy"
+        return Verdict("partial", f"{fit_name} {_num(fit, FIT_THRESHOLD)} < {FIT_THRESHOLD} and {tested}{noise}")
 
     def _regression(self) -> Verdict:
         j, latest = self.judging, self.latest

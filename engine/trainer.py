@@ -5,7 +5,8 @@ relies on, documented once in ``engine/regularizers/base.py``.
 
 A non-finite loss ends the run as ``diverged`` with the history kept, and so does a finite
 blow-up: a training loss above ``BLOWUP_FACTOR`` (10⁴) × the *initial loss*, defined as the first
-recorded training loss (step 1's, measured before that step's update). A run whose loss climbed
+recorded training loss (step 1's, measured before that step's update); the rule lives in
+``engine/outcome.py`` with the other verdicts. A run whose loss climbed
 to 1e15 and stayed finite used to end "completed"; 10⁴ sits far above the spikes of a run that is
 still training and far below what a run that has left the basin reaches. An exception ends the
 run as ``failed``. ``Trainer.events()`` is a generator, so the same loop serves the CLI, the UI
@@ -35,12 +36,11 @@ from engine.events import Artifact, Command, CommandQueue, Eval, Event, Snapshot
 from engine.losses import data_loss, log_softmax
 from engine.models import build_model
 from engine.optim import build_optimizer, schedule_factor, set_lr, set_weight_decay
-from engine.outcome import OutcomeTracker
+from engine.outcome import Judging, OutcomeTracker, divergence
 from engine.regularizers import Regularizer, get
 from engine.rng import technique_generator
 
 LIVE_KEYS = ("optim.lr", "optim.weight_decay")
-BLOWUP_FACTOR = 1e4  # a finite loss above this × the initial loss is a divergence (see the module docstring)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -153,7 +153,7 @@ class Trainer:
             for name, settings in active.items()
         }
         self.cadence = {name: settings["every"] for name, settings in active.items()}
-        self.outcome = OutcomeTracker()
+        self.outcome = OutcomeTracker(Judging.of(cfg))
         self._initial_weights = self._weights()
         self._update_size: float | None = None
         self.step = 0
@@ -243,8 +243,9 @@ class Trainer:
             if command is not None:
                 yield from self._apply_commands(command)
             if self.state == "stopped":
-                outcome = self.outcome.outcome("stopped") if self.data.task == "classification" else ""
-                yield Status("stopped", f"stopped by request at step {self.step}", self.step, outcome)
+                verdict = self.outcome.verdict("stopped")
+                yield Status("stopped", verdict.reason if verdict else f"stopped by request at step {self.step}",
+                             self.step, verdict.outcome if verdict else "")
                 return
             log = step % log_every == 0 or step == self.total_steps
             before = self._weights() if step % eval_every == 0 else None  # for update/size
@@ -255,7 +256,7 @@ class Trainer:
             loss = metrics["train/loss"]
             if initial_loss is None:
                 initial_loss = loss
-            reason = _divergence(loss, initial_loss)
+            reason = divergence(loss, initial_loss)
             if reason:
                 self.state = "diverged"
                 self.final.update(metrics)
@@ -275,9 +276,9 @@ class Trainer:
                 self.final.update(task_metrics)
                 yield Eval(step, task_metrics)
         self.state = "completed"
-        outcome = self.outcome.outcome("completed") if self.data.task == "classification" else ""
-        shown = f" (outcome: {outcome})" if outcome else ""
-        yield Status("completed", f"completed {self.total_steps} steps{shown}", self.total_steps, outcome)
+        verdict = self.outcome.verdict("completed")
+        yield Status("completed", verdict.reason if verdict else f"completed {self.total_steps} steps",
+                     self.total_steps, verdict.outcome if verdict else "")
 
     def run(self, *subscribers: Callable[[Event], Any]) -> RunResult:
         """Drive ``events()`` to the end, handing each event to every subscriber."""
@@ -336,6 +337,7 @@ class Trainer:
             result = instrument.measure(self.diagnostics_context, step)
         if result.metrics:
             self.final.update(result.metrics)
+            self.outcome.update(step, result.metrics)  # e.g. sae/dead_frac for the verdict's reason
             yield Eval(step, result.metrics)
         for kind, arrays in result.artifacts.items():
             yield Artifact(step, kind, arrays)
@@ -426,19 +428,6 @@ class Trainer:
 
     def stop(self) -> None:
         self.commands.stop()
-
-
-def _divergence(loss: float, initial: float) -> str:
-    """Why ``loss`` means the run diverged, or "" while it has not.
-
-    Non-finite, or above ``BLOWUP_FACTOR`` × the initial (step-1) loss; a non-positive initial
-    loss gives no scale to compare against, so only non-finite values count then.
-    """
-    if not math.isfinite(loss):
-        return f"loss became {loss}"
-    if initial > 0 and math.isfinite(initial) and loss > BLOWUP_FACTOR * initial:
-        return f"loss {loss:.3g} is above 10⁴ × the initial {initial:.3g}"
-    return ""
 
 
 def _plain_step(closure: Callable[[bool], Tensor], optimizer: torch.optim.Optimizer) -> Tensor:

@@ -9,7 +9,8 @@ import pytest
 
 from engine.config import validate
 from engine.events import Status, Step
-from engine.trainer import BLOWUP_FACTOR, Trainer, _divergence
+from engine.outcome import BLOWUP_FACTOR, divergence
+from engine.trainer import Trainer
 
 
 @pytest.mark.parametrize(("loss", "initial", "diverged"), [
@@ -23,7 +24,7 @@ from engine.trainer import BLOWUP_FACTOR, Trainer, _divergence
     (math.nan, 0.0, True),
 ])
 def test_divergence_rule(loss: float, initial: float, diverged: bool) -> None:
-    assert bool(_divergence(loss, initial)) is diverged
+    assert bool(divergence(loss, initial)) is diverged
 
 
 def grokking(lr: float, steps: int = 30) -> Trainer:

@@ -116,7 +116,7 @@ def test_pause_resume_stop_from_another_thread() -> None:
 
 def test_nan_loss_ends_diverged_with_history_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     # The non-finite path itself: with the 10⁴× blow-up check off, this run goes on to inf/NaN.
-    monkeypatch.setattr("engine.trainer.BLOWUP_FACTOR", math.inf)
+    monkeypatch.setattr("engine.outcome.BLOWUP_FACTOR", math.inf)
     cfg = validate({
         "seed": 0,
         "data": {"name": "teacher_student", "n_train": 64, "n_test": 16, "dim": 8},
