@@ -16,10 +16,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from engine.config import ConfigError, RunConfig, apply_overrides, load_file, validate
 from engine.events import Eval, Event, Status, Step
+from engine.outcome import Outcome
 
 EXIT_OK, EXIT_OTHER, EXIT_BAD_INPUT, EXIT_DIVERGED = 0, 1, 2, 3
 
@@ -49,17 +50,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write config.json, metrics.csv, summary.json here")
     p.add_argument("--json", action="store_true", help="print the summary object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p = sub.add_parser("list", help="runs in the store")
+    p = sub.add_parser("list", help="runs in the store, newest first")
     p.add_argument("--store", metavar="PATH")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--limit", type=int, default=50)
-    p = sub.add_parser("show", help="one run: config, status, final metrics")
+    p.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    p.add_argument("--preset", metavar="ID", help="only runs of this preset")
+    p.add_argument("--outcome", choices=get_args(Outcome), help="only runs with this verdict")
+    p = sub.add_parser("show", help="one run: config summary, verdict, final metrics")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--store", metavar="PATH")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("export", help="a run's figures (png, svg, pdf, html), metrics.csv, or a zip bundle")
+    p = sub.add_parser("export", help="a run's figures (png, svg, pdf, html), metrics.csv, a zip bundle, "
+                                      "or a TensorBoard log")
     p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--format", dest="fmt", choices=["png", "svg", "pdf", "html", "csv", "zip"], default="png")
+    p.add_argument("--format", dest="fmt", choices=["png", "svg", "pdf", "html", "csv", "zip", "tensorboard"],
+                   default="png")
     p.add_argument("--out", metavar="DIR", default="exports", help="output folder (default ./exports)")
     p.add_argument("--store", metavar="PATH")
     _add_sweep_parser(sub)
@@ -233,17 +238,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    runs = _open_store(args.store, writable=False).list_runs(limit=args.limit)
+    from engine.listing import run_rows, runs_table
+
+    if args.limit < 1:
+        raise ConfigError(f"--limit: must be at least 1 (got {args.limit})")
+    store = _open_store(args.store, writable=False)
+    runs = store.list_runs(limit=None if args.outcome else args.limit, preset=args.preset)
+    if args.outcome:  # the verdict is replayed from each run's history: filter, then cut to --limit
+        rows = [row for row in run_rows(store, runs) if row["outcome"] == args.outcome][:args.limit]
+        runs = [run for run in runs if run["id"] in {row["id"] for row in rows}]
     if args.json:
         print(json.dumps([{k: r.get(k) for k in ("id", "name", "preset", "status", "created_at", "seed")}
                           for r in runs], indent=2))
         return EXIT_OK
-    for r in runs:
-        print(f"{r['id']}  {r['status']:<11} {r.get('preset') or '-':<20} {r.get('name') or ''}  {r['created_at']}")
+    filtered = args.outcome or args.preset
+    print(runs_table(rows if args.outcome else run_rows(store, runs), now=time.time(),
+                     **({"empty": "no runs match these filters"} if filtered else {})))
     return EXIT_OK
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from engine.listing import run_details
+    from engine.outcome import stored_verdict
+
     store = _open_store(args.store, writable=False)
     run = store.get_run(args.run_id)
     if run is None:
@@ -252,11 +269,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**run, "final": final}, indent=2, default=str))
         return EXIT_OK
-    print(f"run {run['id']}  status {run['status']}  preset {run.get('preset') or '-'}  seed {run['seed']}")
-    if run.get("message"):
-        print(f"message: {run['message']}")
-    for name, value in sorted(final.items()):
-        print(f"  {name:<24} {value}")
+    verdict = stored_verdict(store, run)
+    print(run_details(run, final, verdict.outcome if verdict else "", verdict.reason if verdict else "",
+                      now=time.time()))
     return EXIT_OK
 
 
@@ -268,7 +283,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if store.get_run(args.run_id) is None:
         raise ConfigError(f"RUN_ID {args.run_id!r}: no such run in {store.path}; see `python -m engine list`")
     try:
-        paths = export_run(store, args.run_id, args.fmt, args.out)
+        if args.fmt == "tensorboard":
+            from engine.tb_export import TensorBoardMissing, export_tensorboard
+
+            try:
+                paths = export_tensorboard(store, args.run_id, args.out)
+            except TensorBoardMissing as err:
+                raise ExportError(str(err)) from None
+        else:
+            paths = export_run(store, args.run_id, args.fmt, args.out)
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_OTHER

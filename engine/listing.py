@@ -80,18 +80,19 @@ def run_rows(store: RunStore, runs: Iterable[Mapping[str, Any]]) -> list[dict[st
     return rows
 
 
-def runs_table(rows: Iterable[Mapping[str, Any]], now: float | None = None) -> str:
+def runs_table(rows: Iterable[Mapping[str, Any]], now: float | None = None,
+               empty: str = "no runs in this store (start one: python -m engine run --preset noisy-labels)") -> str:
     """Fixed-width table, one run per line, in the given order (newest first from the store)."""
     header = ("ID", "CREATED", "NAME", "PRESET", "TECHNIQUES", "STATUS", "OUTCOME", "TEST ACC", "DURATION")
     lines = []
     for row in rows:
         techs = ", ".join(techniques(row.get("config") or {})) or "-"
         test_acc = row.get("test_acc")
-        lines.append((row["id"], local_time(row.get("created_at")), run_label(row), row.get("preset") or "-",
+        lines.append((row["id"], local_time(row.get("created_at")), row.get("name") or "-", row.get("preset") or "-",
                       techs if len(techs) <= 28 else techs[:27] + "…", row["status"], row.get("outcome") or "-",
                       "-" if test_acc is None else fmt(test_acc), duration(row, now)))
     if not lines:
-        return "no runs in this store (start one: python -m engine run --preset noisy-labels)"
+        return empty
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
                      for line in [header, *lines])
@@ -143,7 +144,7 @@ def run_details(run: Mapping[str, Any], final: Mapping[str, float], outcome: str
     if run.get("preset"):
         lines.append(f"  preset     {run['preset']}")
     lines += [f"  {label:<10} {text}" for label, text in config_summary(run.get("config") or {})]
-    if run.get("message"):
+    if run.get("message") and run["message"] != reason:
         lines.append(f"  message    {run['message']}")
     if final:
         lines.append("final metrics")

@@ -60,3 +60,23 @@ def test_formatting_helpers() -> None:
     assert grouped_metrics({"train/loss": 1.0, "test/acc": 0.5, "lr": 0.1}) == [
         ("other", [("lr", "0.1")]), ("test", [("acc", "0.5")]), ("train", [("loss", "1")])]
     assert runs_table([]).startswith("no runs in this store")
+
+
+def test_cli_list_filters_and_show_prints_the_verdict(store_with_runs: Path, capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    assert main(["list", "--store", str(store_with_runs), "--preset", "noisy-labels", "--limit", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "elr" in lines[1]  # newest only
+    with RunStore(store_with_runs) as store:
+        outcomes = {row["id"]: row["outcome"] for row in run_rows(store, store.list_runs())}
+    wanted = next(iter(outcomes.values()))
+    assert main(["list", "--store", str(store_with_runs), "--outcome", wanted]) == 0
+    shown = capsys.readouterr().out.splitlines()[1:]
+    assert {line.split()[0] for line in shown} == {rid for rid, o in outcomes.items() if o == wanted}
+    assert main(["list", "--store", str(store_with_runs), "--preset", "sam"]) == 0
+    assert capsys.readouterr().out.strip() == "no runs match these filters"
+    run_id = next(iter(outcomes))
+    assert main(["show", run_id, "--store", str(store_with_runs)]) == 0
+    text = capsys.readouterr().out
+    assert f"· outcome {outcomes[run_id]}: " in text and "techniques elr" in text
+    assert main(["list", "--store", str(store_with_runs), "--limit", "0"]) == 2

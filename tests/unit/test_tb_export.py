@@ -83,3 +83,12 @@ def test_missing_tensorboard_is_one_line(noisy_run: tuple[Path, str], tmp_path: 
     with RunStore(store_path) as store, pytest.raises(TensorBoardMissing) as err:
         export_tensorboard(store, run_id, tmp_path)
     assert "pip install tensorboard" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_export_tensorboard(noisy_run: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                ) -> None:
+    store_path, run_id = noisy_run
+    out = tmp_path / "tb"
+    assert main(["export", run_id, "--format", "tensorboard", "--out", str(out), "--store", str(store_path)]) == 0
+    [printed] = capsys.readouterr().out.splitlines()
+    assert Path(printed).parent == out and list(Path(printed).glob("events.out.tfevents.*"))
