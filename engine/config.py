@@ -430,8 +430,24 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {_key(key)}: '{_key(part)}' is a value, not a section")
             node = child
+        previous = node.get(parts[-1])
         node[parts[-1]] = value
+        if parts == ["data", "name"] and value != previous:
+            _drop_foreign_data_keys(node)
     return out
+
+
+def _drop_foreign_data_keys(data: dict[str, Any]) -> None:
+    """After ``data.name`` changes, drop the keys only other datasets read (a preset's ``data.p`` must not
+    block a switch to digits); keys the new dataset reads, and common keys, are kept."""
+    from engine.data import REGISTRY
+
+    name = data.get("name")
+    if not isinstance(name, str) or name not in REGISTRY.load():
+        return  # validation names the unknown dataset
+    reads = {spec.name for spec in REGISTRY[name].params}
+    for key in [k for k in data if k in DataConfig.declared() and k not in reads]:
+        del data[key]
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

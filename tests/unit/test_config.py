@@ -198,3 +198,13 @@ def test_compatibility_comes_from_declarations() -> None:
     with pytest.raises(ConfigError, match=r"^data\.p: division mod p needs a prime modulus \(got 96\)"):
         validate({"data": {"name": "modular", "p": 96, "op": "/"}})
     assert validate({"data": {"name": "modular", "encoding": "tokens"}, "model": {"name": "transformer"}})
+
+
+def test_switching_dataset_drops_the_previous_datasets_own_keys() -> None:
+    base = preset_config("grokking-orthograd")  # modular with data.p=113, op, train_frac, encoding
+    switched = validate(apply_overrides(base, ["data.name=digits", "model.name=mlp"]))
+    assert switched.data.name == "digits" and "p" not in switched.to_dict()["data"]
+    kept = validate(apply_overrides(base, ["data.name=modular", "data.p=53"]))
+    assert kept.data.p == 53 and kept.data.train_frac == base["data"]["train_frac"]
+    with pytest.raises(ConfigError, match=r"^data\.p: data\.name=moons does not read p"):
+        validate(apply_overrides(base, ["data.name=moons", "data.p=53"]))  # set after the switch: refused
