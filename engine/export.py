@@ -25,6 +25,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from engine import figures
+from engine.browser import MISSING, browser_path
 from engine.config import ConfigError
 from engine.renderer import RenderTimeout, default_renderer
 from engine.runner import write_metrics_csv
@@ -35,7 +36,7 @@ FIGURE_FORMATS = (*IMAGE_FORMATS, "html")
 FORMATS = (*FIGURE_FORMATS, "csv", "zip")
 MIME_TYPES = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html",
               "csv": "text/csv", "zip": "application/zip"}
-CHROMIUM_FIX = "install Chromium (Debian/Ubuntu: apt-get install chromium); html and csv export work without it"
+CHROMIUM_FIX = "install a browser with `python scripts/install_browser.py`; html and csv export work without it"
 
 _NC = ("nc/nc1", "nc/equinorm", "nc/equiangular", "nc/max_angle", "nc/nc3", "nc/nc4")
 _ACCURACY = ("train/acc", "test/acc", "train/acc_clean", "train/acc_noisy", "noisy/memorized_frac")
@@ -147,6 +148,8 @@ def figure_bytes(fig: go.Figure, fmt: str) -> bytes:
         return fig.to_html(include_plotlyjs=True, full_html=True).encode("utf-8")
     if fmt not in IMAGE_FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if browser_path() is None:
+        raise ExportError(MISSING)
     try:
         return default_renderer().render(fig.to_json(validate=False).encode(), fmt, RENDER_TIMEOUT_S)
     except RenderTimeout as err:
@@ -222,12 +225,33 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def bundle_figures(figs: Mapping[str, go.Figure]) -> dict[str, bytes]:
+    """A bundle's ``figures/`` folder: each figure as HTML and PNG, and one ``plotly.min.js`` beside them.
+
+    The HTML files load plotly.js from that one file (Plotly's ``include_plotlyjs="directory"``)
+    instead of each embedding its own ~4.6 MB copy, so the bundle still opens offline and weighs
+    about what its data weighs. Without a browser for PNG the bundle keeps its HTML and data and
+    says why the PNGs are missing in ``figures/NO_PNG.txt``.
+    """
+    from plotly.offline import get_plotlyjs
+
+    files = {f"figures/{name}.html": fig.to_html(include_plotlyjs="directory", full_html=True).encode("utf-8")
+             for name, fig in figs.items()}
+    files["figures/plotly.min.js"] = get_plotlyjs().encode("utf-8")
+    if browser_path() is None:
+        files["figures/NO_PNG.txt"] = (MISSING + "\n").encode("utf-8")
+    else:
+        files.update({f"figures/{name}.png": figure_bytes(fig, "png") for name, fig in figs.items()})
+    return files
+
+
 def export_run(store: RunStore, run_id: str, fmt: str, out_dir: str | Path) -> list[Path]:
     """Write a run's export into ``out_dir``; returns the written paths.
 
     png|svg|pdf|html: one ``<run_id>_<figure>.<fmt>`` per figure; csv: ``<run_id>_metrics.csv``
     (``step,name,value``); zip: ``<run_id>.zip`` with config.json, metrics.csv, summary.json
-    (the run row plus final metrics) and every figure as PNG and HTML under ``figures/``.
+    (the run row plus final metrics) and every figure as PNG and HTML under ``figures/``
+    (see :func:`bundle_figures`).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -249,10 +273,7 @@ def export_run(store: RunStore, run_id: str, fmt: str, out_dir: str | Path) -> l
             paths.append(path)
         return paths
     # zip bundle: render everything first so a failure leaves no half-written archive
-    files: dict[str, bytes] = {}
-    for name, fig in figs.items():
-        files[f"figures/{name}.png"] = figure_bytes(fig, "png")
-        files[f"figures/{name}.html"] = figure_bytes(fig, "html")
+    files = bundle_figures(figs)
     with tempfile.TemporaryDirectory() as tmp:
         csv_bytes = write_metrics_csv(store, run_id, Path(tmp) / "metrics.csv").read_bytes()
     summary = _json_safe({**run, "final": store.final_metrics(run_id)})

@@ -120,16 +120,20 @@ def download_menu(fig: go.Figure, name: str, data: str | Callable[[], str | byte
     (a string, or a callable for something expensive); ``key`` must be unique on the page (defaults
     to ``name``).
     """
-    from engine.export import FIGURE_FORMATS, MIME_TYPES
+    from engine.browser import MISSING, browser_path
+    from engine.export import FIGURE_FORMATS, IMAGE_FORMATS, MIME_TYPES
 
     key = key or name
     stem = _slug(name)
+    no_browser = browser_path() is None  # PNG/SVG/PDF render through a headless Chromium
     with st.popover("Download", icon=":material/download:", key=f"dl:{key}"):
+        if no_browser:
+            st.caption(MISSING[0].upper() + MISSING[1:] + ".")
         for fmt in FIGURE_FORMATS:
             label = "HTML (interactive)" if fmt == "html" else fmt.upper()
             st.download_button(label, data=partial(_render, fig, fmt), file_name=f"{stem}.{fmt}",
                                mime=MIME_TYPES[fmt], key=f"dl:{key}:{fmt}", on_click="ignore",
-                               width="stretch")
+                               width="stretch", disabled=no_browser and fmt in IMAGE_FORMATS)
         st.download_button("CSV (data)", data=partial(_csv, fig) if data is None else data,
                            file_name=f"{stem}.csv", mime="text/csv", key=f"dl:{key}:csv", on_click="ignore",
                            width="stretch")

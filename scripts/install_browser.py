@@ -11,8 +11,8 @@ apt-get and root (or password-less sudo), else kaleido's download of Chrome for 
 network allows it. Nothing here is fatal for the app: when no browser can be had, the script says
 so in one line and exits 0, because HTML and CSV export (and everything else) work without one.
 
-Runs with any Python 3.11: it uses kaleido/choreographer's own browser search when they are
-importable (the project's virtual environment) and a plain ``PATH`` search otherwise.
+Runs with any Python 3.11: it uses the engine's lookup (``engine/browser.py``, kaleido's own
+search) when the project is installed, and a plain ``PATH`` search otherwise.
 """
 
 from __future__ import annotations
@@ -30,16 +30,15 @@ NO_BROWSER = ("no Chromium-based browser found: PNG/SVG/PDF export is unavailabl
 
 
 def find_browser() -> str | None:
-    """The browser kaleido would use, or None."""
+    """The browser kaleido would use (the engine's own lookup when installed), or None."""
     try:
-        from choreographer.browsers.chromium import Chromium
-    except ImportError:
+        from engine.browser import browser_path
+    except ImportError:  # before the project is installed: a plain PATH search
         override = os.environ.get("BROWSER_PATH")
         if override:
             return override if os.access(override, os.X_OK) else None
         return next((path for name in NAMES if (path := shutil.which(name))), None)
-    path = Chromium.find_browser(skip_local=False)
-    return path if path and os.access(path, os.X_OK) else None
+    return browser_path(fresh=True)
 
 
 def _sudo() -> list[str] | None:
