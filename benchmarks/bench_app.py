@@ -13,10 +13,11 @@ processes, CPU time is not; the two overlap, on separate cores, when the machine
 through the UI) finishes; then the loss panel's download menu is opened and **PNG** clicked
 ``--exports`` + 1 times. Each export is timed from the click to the finished download (Playwright's
 download event + the file on disk): Streamlit runs the deferred callable in a worker thread, which
-renders through kaleido's persistent sync server. The first export starts that server (a headless
-Chromium, seconds) and is reported separately; the median of the later ones is the figure (target
-≤ 1 s). The CPU seconds of the whole server process tree (kaleido's Chromium included) per export
-are printed beside it.
+hands the figure to the server's renderer process (``engine/renderer.py``: kaleido in a child
+process that a timeout can kill). The first export starts that process (Python, plotly and a headless
+Chromium: seconds) and is reported separately; the median of the later ones is the figure (target
+≤ 1 s). The CPU seconds of the whole server process tree (the renderer and its Chromium included)
+per export are printed beside it.
 
 Usage::
 

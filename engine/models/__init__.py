@@ -67,6 +67,8 @@ TRAITS = {
     "attention": "self-attention blocks",
     "crelu": "supports model.activation=crelu (doubles the hidden width)",
     "own_activation": "fixes its own nonlinearity and ignores model.activation",
+    "linear_readout": "a final nn.Linear head on the penultimate features (etf_classifier replaces it)",
+    "readout_dropout": "a dropout slot right before the head (nested_dropout truncates it)",
 }
 ALL_TASKS = frozenset({"classification", "regression", "reconstruction"})
 VECTOR_INPUTS = frozenset({"points2d", "vector", "image"})  # anything a flattening first layer can read
