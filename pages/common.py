@@ -92,6 +92,26 @@ def poll_interval(live: bool) -> float | None:
     return POLL_S if live else None
 
 
+# ---- outcome badge ---------------------------------------------------------------------------------
+
+_BADGES = {  # verdict → (how it reads, Streamlit alert kind); rules in engine/outcome.py and the README
+    "generalized": ("Generalized", st.success),
+    "grokked": ("Grokked (generalized long after fitting)", st.success),
+    "memorized": ("Memorized", st.warning),
+    "partial": ("Partial: learned, but neither fitted nor generalized", st.info),
+    "no_learning": ("No learning: stayed near chance", st.warning),
+    "diverged": ("Diverged", st.error),
+    "stopped": ("Stopped", st.info),
+}
+
+
+def outcome_badge(outcome: str, reason: str = "") -> None:
+    """The run's verdict as a coloured line with its reason (green when it generalized)."""
+    label, alert = _BADGES.get(outcome, (outcome, st.info))
+    reason = reason.removeprefix(f"{outcome} ")  # "diverged at step 40 (…)" under "Diverged"
+    alert(f"**{label}**" + (f" — {reason}" if reason else ""))
+
+
 # ---- plot panels with a download menu -------------------------------------------------------------
 
 def _slug(name: str) -> str:

@@ -9,7 +9,7 @@ from engine import figures, gallery
 from engine.config import ConfigError
 from engine.jobs import Job
 from engine.store import StoreError
-from pages.common import active, job_holder, plot_panel, poll_interval, run_store
+from pages.common import active, job_holder, outcome_badge, plot_panel, poll_interval, run_store
 
 GROUP = "gallery"
 holder = job_holder()
@@ -71,12 +71,13 @@ def pair_panel(card: gallery.Card, live: bool) -> None:
         with cols[2]:
             plot_panel(figures.overlay(runs, watch, ", ".join(watch)), f"{card.id}_pair_watch", key="gal:watch")
     if all(j.done for j in jobs):
-        finals = []
-        for label, view in zip(gallery.PAIR, views, strict=True):
-            test = view.series.get("test/acc")
-            acc = f", test acc {test[1][-1]:.3f}" if test and test[1] else ""
-            finals.append(f"**{label}**: {view.outcome or view.state}{acc}")
-        st.success("Outcome — " + " · ".join(finals))
+        for column, label, view in zip(st.columns(len(views)), gallery.PAIR, views, strict=True):
+            with column:
+                st.markdown(f"**{label}**")
+                if view.outcome:
+                    outcome_badge(view.outcome, view.message)
+                else:
+                    st.error(f"{view.state}: {view.message}")
     ids = [v.run_id for v in views]
     if all(ids) and st.button("Open both in Compare", key="gal:compare"):
         st.switch_page("pages/compare.py", query_params={"runs": ",".join(ids)})

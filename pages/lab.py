@@ -23,7 +23,7 @@ from engine.jobs import Job, JobView, one_line
 from engine.presets import get_preset, preset_config, preset_ids
 from engine.regularizers import all_techniques
 from engine.store import StoreError
-from pages.common import active, job_holder, plot_panel, poll_interval, run_bundle, run_store
+from pages.common import active, job_holder, outcome_badge, plot_panel, poll_interval, run_bundle, run_store
 
 DEFAULT_PRESET = "grokking-quadratic"
 LOSS = ["train/loss", "test/loss"]
@@ -286,11 +286,12 @@ def live_panel() -> None:
     st.progress(min(1.0, view.step / max(1, view.total_steps)),
                 text=f"{view.state} — step {view.step}/{view.total_steps} · {view.steps_per_s:.0f} steps/s{lr_text}")
     run_text = f"run `{view.run_id}`" if view.run_id else "run starting"
-    st.caption(run_text + (f" · {view.message}" if view.message and view.state not in ("diverged", "failed") else ""))
-    if view.message and view.state in ("diverged", "failed"):
-        st.error(view.message)
+    running_note = view.message if view.message and not view.outcome and view.state != "failed" else ""
+    st.caption(run_text + (f" · {running_note}" if running_note else ""))
     if view.outcome:
-        st.success(f"Outcome: {view.outcome}")
+        outcome_badge(view.outcome, view.message)
+    elif view.message and view.state in ("diverged", "failed"):
+        st.error(view.message)
     opts = st.columns([1, 2, 2])
     log_y = opts[0].toggle("log y", key="log_y")
     smoothing = opts[1].slider("EMA smoothing (train loss)", 0.0, 0.99, 0.0, 0.01, key="ema")

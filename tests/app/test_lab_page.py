@@ -191,7 +191,7 @@ def test_diverging_run_says_where_and_keeps_its_curves(lab_home: Path) -> None:
     assert not at.exception
     message = at.main.error[0].value
     # non-finite, or a finite blow-up past 10⁴ × the step-1 loss (README exit codes), whichever comes first
-    assert re.match(r"diverged at step \d+ \(loss (became (nan|inf)|\S+ is above 10⁴ × the initial \S+)\)",
+    assert re.match(r"\*\*Diverged\*\* — at step \d+ \(loss (became (nan|inf)|\S+ is above 10⁴ × the initial \S+)\)",
                     message), message
     loss = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     train = next(t for t in loss if t["name"] == "train/loss")
