@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -183,7 +183,21 @@ class MuonAdamW(torch.optim.Optimizer):
 
 
 class OptimizerFamily(Plugin):
-    """Base of an optimizer declaration: its own ``optim.<param>`` keys and how it is built."""
+    """Base of an optimizer declaration: its own ``optim.<param>`` keys, how it is built, and what the
+    curvature instruments need to know about its dynamics (so they name no optimizer).
+
+    ``coupled_decay``: ``optim.weight_decay`` enters the gradient, i.e. it is (λ/2)‖θ‖² in the loss
+    and shifts the Hessian by λ. ``adam_preconditioned``: updates divide by Adam's √v̂ + ε, so the
+    stability line bounds the preconditioned sharpness. ``stability_threshold``: the sharpness at
+    which full-batch training at ``lr`` turns unstable (None when the optimizer has no such line).
+    """
+
+    coupled_decay: ClassVar[bool] = False
+    adam_preconditioned: ClassVar[bool] = False
+
+    @classmethod
+    def stability_threshold(cls, cfg: OptimConfig, lr: float) -> float | None:
+        return None
 
     @classmethod
     def build(cls, cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -211,16 +225,22 @@ EPS = Param("eps", float, 1e-8, 0, 1, min_open=True, help="denominator floor")
 MIN_LR_FRAC = Param("min_lr_frac", float, 0.0, 0, 1, help="cosine: final lr as a fraction of lr")
 
 
-def register_optimizer(name: str, *params: Param,
-                       check: Callable[[Any], None] | None = None) -> Callable[[Builder], Builder]:
+def register_optimizer(name: str, *params: Param, check: Callable[[Any], None] | None = None,
+                       coupled_decay: bool = False, adam_preconditioned: bool = False,
+                       stability: Callable[[Any, float], float | None] | None = None
+                       ) -> Callable[[Builder], Builder]:
     """Decorator registering an optimizer builder ``(cfg, params) -> Optimizer`` with its parameters.
 
-    ``check`` refuses an optim section this optimizer cannot run with (ValueError naming the key).
+    ``check`` refuses an optim section this optimizer cannot run with (ValueError naming the key);
+    ``coupled_decay``, ``adam_preconditioned`` and ``stability`` fill the ``OptimizerFamily``
+    declarations of the same names.
     """
     def wrap(builder: Builder) -> Builder:
         OPTIMIZERS.add(name, type(f"{name}_optimizer", (OptimizerFamily,), {
             "__doc__": builder.__doc__, "__module__": builder.__module__, "name": name, "params": params,
+            "coupled_decay": coupled_decay, "adam_preconditioned": adam_preconditioned,
             "build": classmethod(lambda _cls, cfg, ps: builder(cfg, ps)),
+            "stability_threshold": classmethod(lambda _cls, cfg, lr: stability(cfg, lr) if stability else None),
             "check_config": classmethod(lambda _cls, cfg: check(cfg) if check else None)}))
         return builder
     return wrap
@@ -245,21 +265,37 @@ def _nesterov_needs_momentum(cfg: Any) -> None:
         raise ValueError("optim.nesterov needs optim.name=sgd and optim.momentum > 0")
 
 
-@register_optimizer("sgd", MOMENTUM, NESTEROV, check=_nesterov_needs_momentum)
+def _momentum_line(cfg: Any, lr: float) -> float:
+    """GD/SGD: 2/η; heavy-ball momentum β (torch's SGD, no dampening): (2 + 2β)/η; Nesterov:
+    (2 + 2β)/(η(1 + 2β)) (Cohen et al. 2022, Table 1; both checked on the linearised update of a
+    1-D quadratic)."""
+    beta = cfg.momentum
+    return (2 + 2 * beta) / (lr * (1 + 2 * beta)) if cfg.nesterov else (2 + 2 * beta) / lr
+
+
+def _adaptive_line(cfg: Any, lr: float) -> float:
+    """Adam/AdamW: (2 + 2β₁)/(η(1 − β₁)) = 38/η at β₁ = 0.9, a bound on the *preconditioned*
+    sharpness only (Cohen et al. 2022)."""
+    return (2 + 2 * cfg.beta1) / (lr * (1 - cfg.beta1))
+
+
+@register_optimizer("sgd", MOMENTUM, NESTEROV, check=_nesterov_needs_momentum, coupled_decay=True,
+                    stability=_momentum_line)
 def _sgd(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """SGD (coupled weight decay), optionally with (Nesterov) momentum."""
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            weight_decay=cfg.weight_decay)
 
 
-@register_optimizer("adam", BETA1, BETA2, EPS)
+@register_optimizer("adam", BETA1, BETA2, EPS, coupled_decay=True, adam_preconditioned=True,
+                    stability=_adaptive_line)
 def _adam(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """Adam (coupled weight decay)."""
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                             weight_decay=cfg.weight_decay)
 
 
-@register_optimizer("adamw", BETA1, BETA2, EPS)
+@register_optimizer("adamw", BETA1, BETA2, EPS, adam_preconditioned=True, stability=_adaptive_line)
 def _adamw(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay)."""
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
@@ -272,7 +308,7 @@ def _lion(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Opt
     return Lion(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
 
 
-@register_optimizer("diffgrad", BETA1, BETA2, EPS)
+@register_optimizer("diffgrad", BETA1, BETA2, EPS, coupled_decay=True)
 def _diffgrad(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """diffGrad (coupled weight decay)."""
     return DiffGrad(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)

@@ -45,3 +45,11 @@ def dataset_task(name: str) -> str:
     from engine.data import REGISTRY as DATASETS
 
     return DATASETS.lookup(name).task
+
+
+def optimizer_family(cfg: Any) -> Any:
+    """The declaration of the run's optimizer (``engine.optim.OptimizerFamily``: coupled decay,
+    Adam preconditioning, stability line), so instruments ask it instead of naming optimizers."""
+    from engine.optim import OPTIMIZERS
+
+    return OPTIMIZERS.lookup(cfg.optim.name)

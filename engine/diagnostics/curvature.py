@@ -32,9 +32,7 @@ from engine.diagnostics.hessian import (
 )
 from engine.diagnostics.landscape import centered_grid, eigen_directions, random_directions, slice_1d, slice_2d
 from engine.plugin import Param
-
-ADAPTIVE = ("adam", "adamw")
-
+from engine.traits import optimizer_family
 
 # ---- shared helpers ---------------------------------------------------------------------------
 
@@ -44,14 +42,14 @@ def coupled_penalty(ctx: DiagnosticContext, params: dict[str, Tensor]) -> Tensor
 
     Coupled L2 is (λ/2)Σθ² in the loss, so its Hessian is λ on the parameters it covers: what
     every enabled technique declares through ``hessian_shift`` (the ``l2`` penalty: its λ on the
-    weights it covers) and, for SGD/Adam, ``optim.weight_decay`` — which torch adds to the
-    gradient, i.e. coupled, on every parameter (its current value, read from the optimizer).
-    AdamW/Lion decay is decoupled: it is in no loss and shifts no eigenvalue. None when there is
-    no such term.
+    weights it covers) and, for optimizers that declare ``coupled_decay`` (SGD, Adam, diffGrad),
+    ``optim.weight_decay`` — added to the gradient, i.e. coupled, on every parameter (its current
+    value, read from the optimizer). AdamW/Lion/Muon decay is decoupled: it is in no loss and
+    shifts no eigenvalue. None when there is no such term.
     """
     shifts = [shift for technique in ctx.techniques if (shift := technique.hessian_shift(params))]
     wd = 0.0
-    if ctx.cfg.optim.name in ("sgd", "adam") and ctx.optimizer.param_groups:
+    if optimizer_family(ctx.cfg).coupled_decay and ctx.optimizer.param_groups:
         wd = float(ctx.optimizer.param_groups[0].get("weight_decay", 0.0))
     if not shifts and wd == 0.0:
         return None
@@ -66,22 +64,12 @@ def coupled_penalty(ctx: DiagnosticContext, params: dict[str, Tensor]) -> Tensor
 
 
 def stability_threshold(ctx: DiagnosticContext) -> float | None:
-    """The optimizer's stability line at the current η; None when there is none.
-
-    GD/SGD: 2/η; heavy-ball momentum β (torch's SGD, no dampening): (2 + 2β)/η; Nesterov:
-    (2 + 2β)/(η(1 + 2β)) (Cohen et al. 2022, Table 1; both checked on the linearised update of a
-    1-D quadratic). Adam/AdamW: (2 + 2β₁)/(η(1 − β₁)) = 38/η at β₁ = 0.9 — a bound on the
-    *preconditioned* sharpness only. Lion (sign updates) has no such line.
-    """
-    opt, lr = ctx.cfg.optim, ctx.lr
-    if lr <= 0:
+    """The optimizer's stability line at the current η, as its declaration gives it (``engine/optim.py``:
+    2/η for GD, the momentum and Nesterov lines for SGD, (2 + 2β₁)/(η(1 − β₁)) for Adam/AdamW on the
+    preconditioned sharpness); None when there is none (Lion's sign updates) or η ≤ 0."""
+    if ctx.lr <= 0:
         return None
-    if opt.name == "sgd":
-        beta = opt.momentum
-        return (2 + 2 * beta) / (lr * (1 + 2 * beta)) if opt.nesterov else (2 + 2 * beta) / lr
-    if opt.name in ADAPTIVE:
-        return (2 + 2 * opt.beta1) / (lr * (1 - opt.beta1))
-    return None
+    return optimizer_family(ctx.cfg).stability_threshold(ctx.cfg.optim, ctx.lr)
 
 
 def _hvp(ctx: DiagnosticContext) -> tuple[HVP, dict[str, Tensor]]:
@@ -162,7 +150,8 @@ class Sharpness(Diagnostic):
         if penalty is not None:
             lam += float(penalty.max())
         metrics["sharpness/top_eig"] = lam
-        if ctx.cfg.optim.name in ADAPTIVE:
+        adaptive = optimizer_family(ctx.cfg).adam_preconditioned
+        if adaptive:
             p_diag = adam_preconditioner(ctx.optimizer, params.values())
             if p_diag is not None:
                 op = hvp if penalty is None else plus_diagonal(hvp, penalty)
@@ -171,7 +160,7 @@ class Sharpness(Diagnostic):
                 metrics["sharpness/precond_top_eig"] = pre_lam
                 used += pre_used
         threshold = stability_threshold(ctx)
-        if threshold is not None and (ctx.cfg.optim.name not in ADAPTIVE or "sharpness/precond_top_eig" in metrics):
+        if threshold is not None and (not adaptive or "sharpness/precond_top_eig" in metrics):
             metrics["sharpness/threshold"] = threshold
         metrics["sharpness/hvps"] = float(used)
         return Measurement(metrics)

@@ -237,3 +237,17 @@ def test_losses_declare_their_tasks_and_parameters() -> None:
     assert LOSSES.lookup("mse").tasks >= {"classification", "regression", "reconstruction"}
     assert LOSSES.lookup("ce").tasks == {"classification"}
     assert [p.name for p in LOSSES.lookup("gce").params] == ["q"]
+
+
+def test_optimizers_declare_what_the_curvature_instruments_need() -> None:
+    from engine.optim import OPTIMIZERS
+
+    cfg = validate({"optim": {"name": "sgd", "momentum": 0.9}}).optim
+    assert OPTIMIZERS["sgd"].stability_threshold(cfg, 0.1) == pytest.approx((2 + 1.8) / 0.1)
+    nesterov = validate({"optim": {"name": "sgd", "momentum": 0.9, "nesterov": True}}).optim
+    assert OPTIMIZERS["sgd"].stability_threshold(nesterov, 0.1) == pytest.approx(3.8 / (0.1 * 2.8))
+    adam = validate({"optim": {"name": "adam"}}).optim
+    assert OPTIMIZERS["adam"].stability_threshold(adam, 0.01) == pytest.approx(3.8 / (0.01 * 0.1))
+    assert OPTIMIZERS["lion"].stability_threshold(adam, 0.01) is None
+    assert {n for n, o in OPTIMIZERS.load().items() if o.coupled_decay} == {"sgd", "adam", "diffgrad"}
+    assert {n for n, o in OPTIMIZERS.load().items() if o.adam_preconditioned} == {"adam", "adamw"}

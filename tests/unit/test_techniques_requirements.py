@@ -92,18 +92,18 @@ def doubles() -> Iterator[dict[str, type[Regularizer]]]:
 
 
 def _name_comparisons(path: Path) -> list[str]:
-    """``<x>.model.name`` / ``<x>.data.name`` / ``data.name`` compared with anything, in one file."""
+    """``<x>.model.name`` / ``<x>.data.name`` / ``<x>.optim.name`` / ``data.name`` compared with anything."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Compare):
             for side in (node.left, *node.comparators):
                 text = ast.unparse(side)
-                if text.endswith((".model.name", ".data.name")) or text == "data.name":
+                if text.endswith((".model.name", ".data.name", ".optim.name")) or text == "data.name":
                     found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     return found
 
 
-def test_no_technique_or_instrument_compares_a_model_or_dataset_name() -> None:
+def test_no_technique_or_instrument_compares_a_model_dataset_or_optimizer_name() -> None:
     files = [*ENGINE.joinpath("regularizers").glob("*.py"), *ENGINE.joinpath("diagnostics").glob("*.py")]
     assert len(files) > 60
     assert [hit for path in files for hit in _name_comparisons(path)] == []
@@ -111,8 +111,9 @@ def test_no_technique_or_instrument_compares_a_model_or_dataset_name() -> None:
 
 def test_the_name_scan_finds_a_comparison(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("def f(cfg):\n    return cfg.model.name == 'mlp' or 'x' in cfg.data.name\n")
-    assert len(_name_comparisons(sample)) == 2
+    sample.write_text("def f(cfg):\n    return cfg.model.name == 'mlp' or 'x' in cfg.data.name "
+                      "or cfg.optim.name in ('sgd',)\n")
+    assert len(_name_comparisons(sample)) == 3
 
 
 # ---- clashes: exclusive groups and refused properties -----------------------------------------
