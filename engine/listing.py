@@ -151,3 +151,29 @@ def run_details(run: Mapping[str, Any], final: Mapping[str, float], outcome: str
         for family, items in grouped_metrics(final):
             lines.append(f"  {family:<10} " + "  ".join(f"{name} {value}" for name, value in items))
     return "\n".join(lines)
+
+
+def outcome_word(row: Mapping[str, Any]) -> str:
+    """The verdict of a :func:`run_rows` row, or its status while it has none (running, failed, interrupted)."""
+    outcome = row.get("outcome")
+    return str(outcome) if outcome and outcome != "-" else str(row.get("status") or "-")
+
+
+def choice_label(row: Mapping[str, Any]) -> str:
+    """One line that tells runs apart in a picker: name (and preset), techniques, outcome, test acc, local time.
+
+    Pickers list dozens of runs, so everything a person recognises a run by is on the line and
+    nothing needs an id: ``alpha (noisy-labels) · elr · generalized · test 0.96 · 2026-12-02 16:05``.
+    """
+    name = run_label(row)
+    if row.get("name") and row.get("preset"):
+        name = f"{name} ({row['preset']})"
+    techs = ", ".join(techniques(row.get("config") or {})) or "no technique"
+    if len(techs) > 40:
+        techs = techs[:39] + "…"
+    test_acc = row.get("test_acc")
+    parts = [name, techs, outcome_word(row).replace("_", " ")]
+    if test_acc is not None and isinstance(test_acc, int | float) and math.isfinite(test_acc):
+        parts.append(f"test {test_acc:.2f}")
+    parts.append(local_time(row.get("created_at")))
+    return " · ".join(parts)
