@@ -1,16 +1,28 @@
-"""Diagnostics page: sharpness with its stability line, trace, collapse panel, on-demand spectra."""
+"""Diagnostics page: every metric the run recorded, in the panels its declarers (trainer, instruments,
+techniques) ask for, plus the on-demand measurements.
+
+Nothing here names a metric: ``engine.panels`` groups the recorded names by their declarations
+(``engine.metrics_catalog``), so a new instrument file brings its panel with it. The page shows the
+session's live run (with the on-demand buttons) or any stored run read back from the store.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import streamlit as st
 
-from engine import figures
-from engine.jobs import JobView
-from pages.common import active, job_holder, plot_panel, poll_interval
+from engine import panels as P
+from engine.jobs import Job
+from engine.listing import run_label, techniques
+from engine.metrics_catalog import SECTIONS
+from engine.store import RunStore
+from pages.common import STORE_ERRORS, active, job_holder, open_store, plot_panel, poll_interval, run_picker
 
-ON_DEMAND = ("density", "landscape", "top_k")
 WAIT_S = 600.0  # poll for an on-demand result at most this long after the request
 
 st.title("Diagnostics")
@@ -18,67 +30,132 @@ st.caption("Instruments run in eval mode on a fixed probe set of training exampl
            "loss: penalties (L2, weight decay) are excluded unless the instrument's include_penalties is on.")
 
 state = st.session_state
-job = job_holder().job
-if job is None:
-    st.info("Start a run on the Lab page first; its diagnostics appear here while it trains.")
+job: Job | None = job_holder().job
+
+
+@dataclass
+class RunData:
+    """What the panels draw, from the live job or from the store: one shape for both."""
+
+    run_id: str | None
+    label: str
+    status: str
+    series: Mapping[str, tuple[Any, Any]]
+    techniques: list[str]
+    artifacts: dict[str, list[tuple[int | None, Any]]] = field(default_factory=dict)  # kind → [(step, arrays)]
+
+
+def live_data(live: Job) -> RunData:
+    view = live.view()
+    status = f"{view.state} — step {view.step}/{view.total_steps}" + (f" · outcome: {view.outcome}"
+                                                                         if view.outcome else "")
+    arts = {kind: [(a.step, a.arrays)] for kind, a in view.artifacts.items()}
+    return RunData(view.run_id, view.run_id or "current run", status, view.series,
+                   list(techniques(live.cfg.model_dump())), arts)
+
+
+def stored_data(store: RunStore, run_id: str) -> RunData | None:
+    run = store.get_run(run_id)
+    if run is None:
+        return None
+    arts: dict[str, list[tuple[int | None, Any]]] = {}
+    for row in store.artifacts(run["id"]):
+        if P.artifact_spec(row["kind"]) is None:
+            continue
+        try:
+            with np.load(row["path"], allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError):
+            continue  # a file removed or unreadable: the others still show
+        arts.setdefault(row["kind"], []).append((row["step"], arrays))
+    status = f"{run['status']}" + (f" — {run['message']}" if run.get("message") else "")
+    return RunData(run["id"], run_label(run), status, store.metrics(run["id"]), list(techniques(run["config"])),
+                   arts)
+
+
+store = open_store()
+# Default: the session's Lab run, else the newest stored one; ``?run=ID`` links here.
+run_id = run_picker(store, "diag:run", empty="No stored runs yet: start one on the Lab page (or "
+                    "`python -m engine run --preset edge-of-stability`); its diagnostics appear here.")
+# the Lab's run before its first record reaches the store is still shown, live
+is_live = job is not None and (run_id == job.run_id or (run_id is None and job.run_id is None))
+if run_id is None and not is_live:
     st.stop()
 
-
-def fingerprint(view: JobView, name: str) -> object:
-    """Changes when a new result of instrument ``name`` arrives (an artifact, or top-k eigenvalues)."""
-    if name == "top_k":
-        return len(view.series.get("sharpness/eig_1", ([], []))[0])
-    art = view.artifacts.get(name)
-    return None if art is None else id(art)
-
-
 pending: dict[str, tuple[object, float]] = state.setdefault("diag:pending", {})
-cols = st.columns(len(ON_DEMAND))
-for col, name in zip(cols, ON_DEMAND, strict=True):
-    if col.button(f"Compute {name} now", key=f"measure:{name}"):
-        pending[name] = (fingerprint(job.view(), name), time.monotonic() + WAIT_S)
-        job.measure(name)
-live = active([job]) or bool(pending)
+if is_live:
+    assert job is not None
+    on_demand = P.on_demand()
+    cols = st.columns(len(on_demand))
+    for col, (name, summary) in zip(cols, on_demand.items(), strict=True):
+        if col.button(f"Compute {name.replace('_', '-')} now", key=f"measure:{name}", help=summary):
+            view = job.view()
+            pending[name] = (P.instrument_fingerprint(name, view.series, view.artifacts), time.monotonic() + WAIT_S)
+            job.measure(name)
+else:
+    pending.clear()
+    st.caption("On-demand measurements (density, landscape, top-k) run on the session's live run; "
+               "this stored run shows what it recorded.")
+live = is_live and (active([job]) or bool(pending))
+
+
+def draw_artifacts(data: RunData, stem: str) -> None:
+    for kind, results in data.artifacts.items():
+        steps = [s for s, _ in results]
+        index = len(results) - 1
+        spec = P.artifact_spec(kind)
+        if len(results) > 1 and spec is not None:
+            index = st.selectbox(f"{spec.label}: measured at step", range(len(results)), index=index,
+                                 format_func=lambda i, steps=steps: f"step {steps[i]}", key=f"art:{kind}")
+        step, arrays = results[index]
+        fig = P.artifact_figure(kind, arrays, step)
+        if fig is not None:
+            plot_panel(fig, f"{stem}_{kind}", key=f"art:{kind}")
 
 
 @st.fragment(run_every=poll_interval(live))
 def panels() -> None:
-    view = job.view()
-    for name, (before, until) in list(pending.items()):
-        if fingerprint(view, name) != before or time.monotonic() > until:
-            del pending[name]
-    series = view.series
-    stem = view.run_id or "run"
-    st.caption(f"{view.state} — step {view.step}/{view.total_steps}"
-               + (f" · outcome: {view.outcome}" if view.outcome else "")
-               + (f" · computing {', '.join(pending)}…" if pending else ""))
-    if "sharpness/top_eig" in series:
-        included = series.get("sharpness/includes_penalty", ([], [0.0]))[1][-1]
-        plot_panel(figures.sharpness(series), f"{stem}_sharpness", key="sharpness")
-        st.caption("penalties included" if included else "data loss only (penalties excluded)")
+    if is_live:
+        assert job is not None
+        data = live_data(job)
+        view = job.view()
+        for name, (before, until) in list(pending.items()):
+            if P.instrument_fingerprint(name, view.series, view.artifacts) != before or time.monotonic() > until:
+                del pending[name]
     else:
-        st.caption("Sharpness is off for this run: set diagnostics.sharpness.every (the edge-of-stability preset "
-                   "turns it on).")
-    if "sharpness/trace" in series:
-        plot_panel(figures.curves(series, ["sharpness/trace"], "Hessian trace (Hutchinson)"), f"{stem}_trace",
-                   key="trace")
-    eigs = sorted((n for n in series if n.startswith("sharpness/eig_")), key=lambda n: int(n.rsplit("_", 1)[1]))
-    if eigs:
-        plot_panel(figures.curves(series, eigs, "Top Hessian eigenvalues (Lanczos)", y_title="eigenvalue"),
-                   f"{stem}_top_k", key="top_k")
-    nc = [n for n in ("nc/nc1", "nc/equinorm", "nc/equiangular", "nc/max_angle", "nc/nc3", "nc/nc4") if n in series]
-    if nc:
-        plot_panel(figures.curves(series, nc, "Neural collapse", log_y=True), f"{stem}_collapse", key="collapse")
-    other = [n for n in ("rank/effective", "units/dead_frac", "calib/ece") if n in series]
-    if other:
-        plot_panel(figures.curves(series, other, "Rank, dead units, calibration"), f"{stem}_rank", key="rank")
-    if "density" in view.artifacts:
-        art = view.artifacts["density"].arrays
-        plot_panel(figures.density(art["grid"], art["density"]), f"{stem}_density", key="density")
-    if "landscape" in view.artifacts:
-        art = view.artifacts["landscape"].arrays
-        betas = art.get("betas")
-        plot_panel(figures.landscape(art["alphas"], betas, art["loss"]), f"{stem}_landscape", key="landscape")
+        try:
+            found = None if store is None else stored_data(store, str(run_id))
+        except STORE_ERRORS as err:
+            st.error(str(err))
+            return
+        if found is None:
+            st.warning(f"Run {run_id} is not in the store.")
+            return
+        data = found
+    stem = data.run_id or "run"
+    st.caption(f"**{data.label}** · {data.status}" + (f" · computing {', '.join(pending)}…" if pending else ""))
+    built = P.build_panels(data.series, data.techniques)
+    if not built:
+        st.info("Nothing recorded yet.")
+    for section in SECTIONS:
+        group = [p for p in built if p.section == section]
+        if not group:
+            continue
+        st.subheader(section)
+        cols = st.columns(2)
+        for k, panel in enumerate(group):
+            with cols[k % 2]:
+                plot_panel(P.panel_figure(panel, data.series), f"{stem}_{panel.key}", key=panel.key)
+                caption = P.panel_caption(panel, data.series)
+                if caption:
+                    st.caption(caption)
+    if data.series and (off := P.not_recorded(data.series)):
+        st.caption(f"Not recorded in this run: {', '.join(off)}. Turn one on for a run with "
+                   "`--set diagnostics.<name>.enabled=true` (cadence: `diagnostics.<name>.every`); the "
+                   "edge-of-stability preset turns sharpness on.")
+    if data.artifacts:
+        st.subheader("On-demand results")
+        draw_artifacts(data, stem)
     if live and not active([job]) and not pending:
         st.rerun()  # full rerun: nothing left to wait for, stop polling
 

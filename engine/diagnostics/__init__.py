@@ -6,16 +6,19 @@ from typing import Any
 
 from engine.diagnostics.base import (
     REGISTRY,
+    ArtifactSpec,
     Diagnostic,
     DiagnosticContext,
     Measurement,
+    MetricSpec,
+    PanelSpec,
     preserved_state,
     register,
 )
 from engine.plugin import Param, normalize_params
 
-__all__ = ["REGISTRY", "Diagnostic", "DiagnosticContext", "Measurement", "all_diagnostics", "describe_all",
-           "get", "normalize_diagnostic_params", "preserved_state", "register"]
+__all__ = ["REGISTRY", "ArtifactSpec", "Diagnostic", "DiagnosticContext", "Measurement", "MetricSpec", "PanelSpec",
+           "all_diagnostics", "describe_all", "get", "normalize_diagnostic_params", "preserved_state", "register"]
 
 def get(name: str) -> type[Diagnostic]:
     return REGISTRY.lookup(name)

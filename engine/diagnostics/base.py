@@ -46,6 +46,60 @@ if TYPE_CHECKING:
 CHUNK = 1000  # probe examples per forward; losses are summed per chunk and divided by n (exact)
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """One scalar an instrument (or the trainer) records, declared so a page can draw it without knowing it.
+
+    ``name`` is the stored ``group/name``; a ``{i}`` in it stands for a run of integers
+    (``sharpness/eig_{i}``, ``units/dead_frac_l{i}``) and may be used in ``label`` too. ``panel``
+    is the key of the ``PanelSpec`` it is drawn on. ``role`` says how: ``line`` (a curve over
+    steps), ``reference`` (a dashed line another curve is read against, e.g. the stability
+    threshold 2/η) or ``flag`` (a 0/1 setting shown in the panel's caption, not as a curve).
+    """
+
+    name: str
+    label: str
+    unit: str = ""
+    panel: str = ""
+    meaning: str = ""
+    role: str = "line"
+
+    def matches(self, metric: str) -> str | None:
+        """The ``{i}`` value (or "") when ``metric`` is this declaration's name; None otherwise."""
+        if "{i}" not in self.name:
+            return "" if metric == self.name else None
+        head, tail = self.name.split("{i}", 1)
+        if len(metric) <= len(head) + len(tail) or not (metric.startswith(head) and metric.endswith(tail)):
+            return None
+        middle = metric[len(head):len(metric) - len(tail)]
+        return middle if middle.isdigit() else None
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    """One chart: its title, y-axis title (with the unit) and scale.
+
+    ``x = "index"`` draws indexed metrics (``sharpness/eig_{i}``) against their index, one curve
+    per measured step — a spectrum, not a time series.
+    """
+
+    key: str
+    title: str
+    y_title: str = ""
+    log_y: bool = False
+    x: str = "step"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """An array result an instrument stores (``Measurement.artifacts[kind]``), drawn by ``figure``."""
+
+    kind: str
+    label: str
+    meaning: str = ""
+
+
 @dataclass
 class Measurement:
     """What one call returns: scalar metrics (``group/name``) and optional array artifacts."""
@@ -126,6 +180,10 @@ class Diagnostic(Plugin):
     params: ClassVar[tuple[Param, ...]] = ()
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "reconstruction")
     default_on: ClassVar[bool] = False  # enabled in every run unless switched off
+    # What it emits, declared so pages and docs draw and explain it without naming a metric:
+    outputs: ClassVar[tuple[MetricSpec, ...]] = ()
+    panels: ClassVar[tuple[PanelSpec, ...]] = ()
+    artifacts: ClassVar[tuple[ArtifactSpec, ...]] = ()
 
     def __init__(self, ctx: DiagnosticContext, seed: int, **values: Any) -> None:
         self.values = {p.name: values.get(p.name, p.default) for p in self.params}

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from engine.diagnostics.base import Diagnostic, DiagnosticContext, Measurement, register
+from engine.diagnostics.base import Diagnostic, DiagnosticContext, Measurement, MetricSpec, PanelSpec, register
 from engine.diagnostics.representation import eval_mode
 
 EIG_RTOL = 1e-12  # eigenvalues of Σ_B below this fraction of the largest are treated as 0
@@ -205,6 +205,25 @@ class Collapse(Diagnostic):
     needs = frozenset({"features"})
     tasks = ("classification",)
     default_on = True
+    panels = (PanelSpec("collapse", "Neural collapse (NC1–NC4)", "distance from exact collapse (0 = collapsed)",
+                        log_y=True, note="All measures fall towards 0 as the penultimate features collapse to their "
+                                         "class means on a simplex (Papyan et al. 2020)."),)
+    outputs = (
+        MetricSpec("nc/nc1", "NC1 within-class variability", "ratio", "collapse",
+                   "Tr(Σ_W Σ_B⁺)/C: spread of features around their class mean, relative to the class means"),
+        MetricSpec("nc/equinorm", "NC2 equinorm of class means", "std/mean", "collapse",
+                   "coefficient of variation of the centred class-mean norms"),
+        MetricSpec("nc/equinorm_w", "NC2 equinorm of classifier rows", "std/mean", "collapse",
+                   "coefficient of variation of the classifier's row norms"),
+        MetricSpec("nc/equiangular", "NC2 equiangularity", "cosine std", "collapse",
+                   "spread of the pairwise cosines between centred class means"),
+        MetricSpec("nc/max_angle", "NC2 distance from maximal angle", "cosine", "collapse",
+                   "mean |cos + 1/(C−1)|: 0 when the class means form a simplex"),
+        MetricSpec("nc/nc3", "NC3 classifier–mean alignment", "squared distance", "collapse",
+                   "distance between the normalised classifier and the normalised class means"),
+        MetricSpec("nc/nc4", "NC4 nearest-mean mismatch", "fraction", "collapse",
+                   "share of samples where the classifier and the nearest class mean disagree"),
+    )
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         with eval_mode(ctx.model):

@@ -17,7 +17,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.diagnostics.base import Diagnostic, DiagnosticContext, Measurement, register
+from engine.diagnostics.base import (
+    ArtifactSpec,
+    Diagnostic,
+    DiagnosticContext,
+    Measurement,
+    MetricSpec,
+    PanelSpec,
+    register,
+)
 from engine.diagnostics.hessian import (
     HVP,
     adam_preconditioner,
@@ -134,6 +142,25 @@ class Sharpness(Diagnostic):
         Param("restart_every", int, 100, 1, 10_000, help="cold start every n-th call"),
         Param("include_penalties", bool, False, help="add coupled L2 (l2, SGD/Adam weight_decay) to the Hessian"),
     )
+    panels = (
+        PanelSpec("sharpness", "Sharpness against the stability threshold", "eigenvalue of the loss Hessian",
+                  note="Above the dashed line, full-batch gradient descent at this learning rate is unstable "
+                       "(edge of stability: sharpness rises to the line and hovers there)."),
+        PanelSpec("sharpness_cost", "Sharpness: cost per measurement", "Hessian-vector products"),
+    )
+    outputs = (
+        MetricSpec("sharpness/top_eig", "λ_max (top Hessian eigenvalue)", "eigenvalue", "sharpness",
+                   "largest eigenvalue of the probe-set data-loss Hessian, by power iteration"),
+        MetricSpec("sharpness/precond_top_eig", "preconditioned λ_max (Adam)", "eigenvalue", "sharpness",
+                   "λ_max of P^-1/2 H P^-1/2 with Adam's preconditioner P: what Adam's stability line bounds"),
+        MetricSpec("sharpness/threshold", "stability threshold (2/η for GD)", "eigenvalue", "sharpness",
+                   "the optimizer's stability line at the current learning rate", role="reference"),
+        MetricSpec("sharpness/includes_penalty", "penalties", "included/excluded", "sharpness",
+                   "1 when include_penalties added coupled L2 to the Hessian, 0 for the data loss only",
+                   role="flag"),
+        MetricSpec("sharpness/hvps", "HVPs used", "count", "sharpness_cost",
+                   "Hessian-vector products spent on this estimate (cold starts cost more)"),
+    )
 
     def __init__(self, ctx: DiagnosticContext, seed: int, **values: Any) -> None:
         super().__init__(ctx, seed, **values)
@@ -190,6 +217,13 @@ class Trace(Diagnostic):
         Param("m", int, 30, 6, 10_000, help="HVPs (probes) per estimate"),
         Param("include_penalties", bool, False, help="add coupled L2's λ·P analytically"),
     )
+    panels = (PanelSpec("trace", "Hessian trace (Hutchinson)", "trace of the loss Hessian"),)
+    outputs = (
+        MetricSpec("sharpness/trace", "Tr H (Hessian trace)", "sum of eigenvalues", "trace",
+                   "sum of all Hessian eigenvalues: overall curvature, not just the sharpest direction"),
+        MetricSpec("sharpness/trace_se", "standard error of Tr H", "sum of eigenvalues", "trace",
+                   "std/√m of the stochastic estimate: how far to trust a change in the trace"),
+    )
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         hvp, params = _hvp(ctx)
@@ -223,6 +257,9 @@ class TopK(Diagnostic):
         Param("k", int, 5, 1, 50, help="number of eigenvalues"),
         Param("tol", float, 1e-6, 0.0, 0.1, help="ARPACK relative accuracy (0 = machine precision)"),
     )
+    panels = (PanelSpec("top_k", "Top Hessian eigenvalues (Lanczos)", "eigenvalue", x="index"),)
+    outputs = (MetricSpec("sharpness/eig_{i}", "eigenvalue {i}", "eigenvalue", "top_k",
+                          "the i-th largest Hessian eigenvalue (1 = λ_max), on demand"),)
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         hvp, _ = _hvp(ctx)
@@ -253,6 +290,15 @@ class Density(Diagnostic):
         Param("m", int, 80, 2, 1000, help="Lanczos steps per run (memory m × parameters)"),
         Param("n_v", int, 1, 1, 100, help="independent runs (10 for export quality)"),
     )
+    panels = (PanelSpec("ritz", "Extreme Ritz values of the spectral density", "eigenvalue"),)
+    outputs = (
+        MetricSpec("sharpness/lambda_min_ritz", "λ_min estimate (smallest Ritz value)", "eigenvalue", "ritz",
+                   "most negative curvature seen by SLQ: negative means a saddle direction"),
+        MetricSpec("sharpness/lambda_max_ritz", "λ_max estimate (largest Ritz value)", "eigenvalue", "ritz",
+                   "largest curvature seen by SLQ"),
+    )
+    artifacts = (ArtifactSpec("density", "Hessian spectral density (SLQ)",
+                              "smoothed eigenvalue density; mass far right of the bulk = a few sharp directions"),)
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         hvp, _ = _hvp(ctx)
@@ -292,6 +338,8 @@ class Landscape(Diagnostic):
         # Not "seed": Diagnostic.__init__(ctx, seed, **values) already takes the run seed by that name.
         Param("directions_seed", int, 0, 0, 2**31 - 1, help="seed of the random directions (A/B runs: same seed)"),
     )
+    artifacts = (ArtifactSpec("landscape", "Loss landscape",
+                              "probe-set loss on a 1-D or 2-D slice around the weights (Li et al. 2018)"),)
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         mode, seed = self["mode"], self["directions_seed"]

@@ -33,7 +33,16 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from engine.batch import Batch
-from engine.diagnostics.base import CHUNK, Diagnostic, DiagnosticContext, Measurement, register
+from engine.diagnostics.base import (
+    CHUNK,
+    ArtifactSpec,
+    Diagnostic,
+    DiagnosticContext,
+    Measurement,
+    MetricSpec,
+    PanelSpec,
+    register,
+)
 from engine.diagnostics.representation import eval_mode
 from engine.plugin import Param
 
@@ -271,6 +280,18 @@ class Coherence(Diagnostic):
         Param("m", int, 128, 2, 4096, help="examples whose per-example gradients are compared"),
         Param("k_batches", int, 8, 2, 64, help="disjoint mini-batches for grad/dir_var"),
     )
+    panels = (
+        PanelSpec("coherence", "Gradient coherence", "α_m (1 = orthogonal, m = identical)", log_y=True,
+                  note="Near 1: per-example gradients are orthogonal, each example is fitted on its own "
+                       "(memorisation); well above 1: examples pull the same way (Chatterjee 2020)."),
+        PanelSpec("dir_var", "Mini-batch gradient direction variance", "1 − cosine"),
+    )
+    outputs = (
+        MetricSpec("grad/coherence", "m-coherence α_m", "ratio", "coherence",
+                   "‖Σ g_i‖² / Σ ‖g_i‖² over m per-example gradients"),
+        MetricSpec("grad/dir_var", "direction variance", "1 − cosine", "dir_var",
+                   "mean pairwise cosine distance between K mini-batch gradients at fixed weights"),
+    )
     default_on = False
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
@@ -291,6 +312,17 @@ class Calibration(Diagnostic):
     cost = "1 forward over the test set"
     tasks = ("classification",)
     default_on = True
+    panels = (
+        PanelSpec("calibration", "Calibration error (test set)", "fraction of examples"),
+        PanelSpec("calib_nll", "Test negative log-likelihood", "nats per example", log_y=True),
+    )
+    outputs = (
+        MetricSpec("calib/ece", "ECE (15 bins)", "fraction", "calibration",
+                   "expected calibration error: mean |accuracy − confidence| over confidence bins"),
+        MetricSpec("calib/aurc", "AURC (risk–coverage)", "fraction", "calibration",
+                   "area under the risk–coverage curve: low when confident predictions are right"),
+        MetricSpec("calib/nll", "NLL", "nats", "calib_nll", "mean −log p(label) on the test set"),
+    )
 
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:
@@ -316,6 +348,22 @@ class Grokking(Diagnostic):
     cost = "1 forward + 1 backward over the probe set + rfft of the first layer"
     tasks = ("classification",)
     default_on = False
+    panels = (
+        PanelSpec("grokking", "Grokking progress measures", "fraction / cosine",
+                  note="Softmax collapse and an NLM cosine near 1 mean the gradient only scales the weights "
+                       "(Prieto et al. 2025); a rising Fourier IPR means the first layer is concentrating on a "
+                       "few frequencies (the generalising circuit)."),
+    )
+    outputs = (
+        MetricSpec("grok/sc_frac", "softmax-collapse fraction", "fraction", "grokking",
+                   "share of samples whose float32 softmax sum is exactly 1 (gradient vanishes)"),
+        MetricSpec("grok/nlm_cos", "NLM cosine cos(−∇L, θ)", "cosine", "grokking",
+                   "→ 1 when the gradient only scales the weights (naive loss minimisation)"),
+        MetricSpec("grok/ipr", "Fourier IPR of the first layer", "fraction", "grokking",
+                   "mean inverse participation ratio of the first-layer weights over residue frequencies"),
+    )
+    artifacts = (ArtifactSpec("grok/ipr", "Fourier IPR per neuron",
+                              "per neuron and operand: a histogram shows how many neurons use one frequency"),)
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         metrics: dict[str, float] = {}

@@ -28,7 +28,15 @@ import torch
 from torch import Tensor, nn
 
 from engine.capabilities import has_relu_modules
-from engine.diagnostics.base import CHUNK, Diagnostic, DiagnosticContext, Measurement, register
+from engine.diagnostics.base import (
+    CHUNK,
+    Diagnostic,
+    DiagnosticContext,
+    Measurement,
+    MetricSpec,
+    PanelSpec,
+    register,
+)
 from engine.traits import run_traits
 
 if TYPE_CHECKING:
@@ -214,6 +222,16 @@ class Rank(Diagnostic):
     cost = "1 forward over the probe set + SVD of N×d"
     needs = frozenset({"features"})
     default_on = True
+    panels = (PanelSpec("rank", "Rank of the penultimate features", "dimensions",
+                        note="A falling rank means the features use fewer directions (collapse of "
+                             "dimensions; in continual learning, a sign of lost plasticity)."),)
+    outputs = (
+        MetricSpec("rank/effective", "effective rank", "dimensions", "rank",
+                   "exp(entropy of the normalised singular values) of the centred features"),
+        MetricSpec("rank/stable", "stable rank", "dimensions", "rank", "Σσ²/σ_max² of the centred features"),
+        MetricSpec("rank/srank", "srank (99 % of Σσ)", "dimensions", "rank",
+                   "fewest singular values that hold 99 % of their sum"),
+    )
 
     def measure(self, ctx: DiagnosticContext, step: int) -> Measurement:
         with eval_mode(ctx.model):
@@ -230,6 +248,15 @@ class Units(Diagnostic):
     every = 200
     cost = "1 forward over the probe set"
     default_on = True
+    panels = (PanelSpec("units", "Dead ReLU units and activation sparsity", "fraction of units / activations"),)
+    outputs = (
+        MetricSpec("units/dead_frac", "dead units (all layers)", "fraction", "units",
+                   "hidden ReLU units that output 0 on every probe input"),
+        MetricSpec("units/act_sparsity", "activation sparsity", "fraction", "units",
+                   "share of exact zeros over probe inputs × units"),
+        MetricSpec("units/dead_frac_l{i}", "dead units, hidden layer {i}", "fraction", "units",
+                   "dead-unit fraction of one hidden layer (0 = first)"),
+    )
 
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:
@@ -256,6 +283,17 @@ class SAE(Diagnostic):
     cost = "1 forward over the probe set"
     needs = frozenset({"features"})
     default_on = True
+    panels = (
+        PanelSpec("sae", "Sparse autoencoder: reconstruction and dead latents", "fraction"),
+        PanelSpec("sae_l0", "Sparse autoencoder: active latents per sample", "latents"),
+    )
+    outputs = (
+        MetricSpec("sae/fvu", "FVU (fraction of variance unexplained)", "fraction", "sae",
+                   "reconstruction error relative to the data's variance: 0 = perfect"),
+        MetricSpec("sae/dead_frac", "dead latents", "fraction", "sae", "latents that never fire on the probe set"),
+        MetricSpec("sae/l0_mean", "mean L0", "latents", "sae_l0", "active latents per sample, averaged"),
+        MetricSpec("sae/l0_std", "std of L0", "latents", "sae_l0", "spread of the active-latent count"),
+    )
 
     @classmethod
     def applies(cls, cfg: RunConfig) -> bool:
