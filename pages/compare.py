@@ -13,62 +13,35 @@ import streamlit as st
 from engine.config import ConfigError, validate
 from engine.figures import curves
 from engine.jobs import Job
+from engine.listing import local_time, run_label
 from engine.regularizers import all_techniques
 from engine.store import StoreError
-from pages.common import active, job_holder, plot_panel, poll_interval, run_store
+from pages.common import active, job_holder, open_store, plot_panel, poll_interval, run_picker
 
-store = run_store()
+store = open_store()
 holder = job_holder()
 state = st.session_state
 st.title("Compare")
 
-runs = store.list_runs()
-by_id = {r["id"]: r for r in runs}
-
-
-def runs_from_url() -> None:
-    """Apply ``?runs=`` when it is new (a link or switch_page), not when it is our own write-back."""
-    raw = st.query_params.get("runs")
-    if raw is None or raw == state.get("cmp:url"):
-        return
-    wanted = []
-    for rid in filter(None, (r.strip() for r in raw.split(","))):
-        try:
-            run = store.get_run(rid)  # a unique id prefix is accepted
-        except StoreError as err:  # an ambiguous prefix
-            st.warning(f"URL runs: {err}")
-            continue
-        if run is None:
-            st.warning(f"URL runs: {rid!r} is not in the store ({store.path}); ignored")
-        elif run["id"] not in wanted:
-            wanted.append(run["id"])
-    state["cmp:runs"] = [rid for rid in wanted if rid in by_id]
-    state["cmp:url"] = raw
-
-
-runs_from_url()
-
-
-def run_label(run: dict) -> str:
-    return run["name"] or f"{run['preset'] or 'custom'}·{run['id']}"
-
-
 # ---- overlay of stored runs ------------------------------------------------------------------
-if "cmp:runs" not in state:  # first visit, or back from another page (its widget state was dropped)
-    state["cmp:runs"] = state.get("cmp:selected") or list(by_id)[:2]
-state["cmp:runs"] = [rid for rid in state["cmp:runs"] if rid in by_id]  # a run deleted on the Runs page
-chosen: list[str] = st.multiselect("Runs", list(by_id), format_func=lambda rid: run_label(by_id[rid]),
-                                   key="cmp:runs")
-state["cmp:selected"] = chosen
+chosen: list[str] = run_picker(store, "cmp:runs", multiple=True)
+by_id = {rid: run for rid in chosen if store is not None and (run := store.get_run(rid)) is not None}
+chosen = [rid for rid in chosen if rid in by_id]  # a run deleted since the picker listed it
+
+
+def legend_names(runs: list[dict]) -> dict[str, str]:
+    """Run id → its name in the legend: what a person calls it, plus its local start time (then its id)
+    only where two chosen runs would read the same (two unnamed runs of one preset)."""
+    names = {run["id"]: run_label(run) for run in runs}
+    for extra in (lambda run: local_time(run.get("created_at")), lambda run: run["id"]):
+        counts = {name: list(names.values()).count(name) for name in names.values()}
+        names = {run["id"]: f"{names[run['id']]} · {extra(run)}" if counts[names[run["id"]]] > 1 else names[run["id"]]
+                 for run in runs}
+    return names
+
+
 if chosen:
-    state["cmp:url"] = ",".join(chosen)
-    if st.query_params.get("runs") != state["cmp:url"]:
-        st.query_params["runs"] = state["cmp:url"]
-elif "runs" in st.query_params:
-    del st.query_params["runs"]
-if not runs:
-    st.info("No runs in the store yet: start one on the Lab page.")
-elif chosen:
+    assert store is not None  # chosen is empty without a readable store
     names = sorted({n for rid in chosen for n in store.metric_names(rid)})
     if names:
         default = names.index("test/loss") if "test/loss" in names else 0
@@ -76,14 +49,11 @@ elif chosen:
         metric = cols[0].selectbox("Metric", names, index=default, key="cmp:metric")
         log_y = cols[1].toggle("log y", key="cmp:log_y")
         series: dict[str, tuple[list[int], list[float]]] = {}
+        legend = legend_names([by_id[rid] for rid in chosen])
         for rid in chosen:
             data = store.metrics(rid, [metric]).get(metric)
-            if data is None:
-                continue
-            label = run_label(by_id[rid])
-            if label in series:
-                label = f"{label}·{rid}"
-            series[label] = (data[0].tolist(), data[1].tolist())
+            if data is not None:
+                series[legend[rid]] = (data[0].tolist(), data[1].tolist())
         plot_panel(curves(series, list(series), metric, log_y=log_y), f"compare_{metric}", key="cmp:overlay")
     else:
         st.caption("The selected runs have no metrics yet.")

@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine import figures
 from engine.projections import ProjectionService, projection_csv
-from pages.common import job_holder, plot_panel, run_store
+from pages.common import open_store, plot_panel, run_picker, run_store
 
 
 @st.cache_resource(show_spinner=False)
@@ -22,17 +22,19 @@ st.caption("Penultimate-layer features of a fixed, class-stratified probe set (â
            "eval mode. PCA frames are aligned to the previous one; UMAP and t-SNE run in the background and "
            "start from the previous frame's layout.")
 
-store = run_store()
-job = job_holder().job
-runs = [r for r in store.list_runs(limit=200) if store.artifacts(r["id"], kind="snapshot")]
-live_id = job.run_id if job is not None else None
-ids = [r["id"] for r in runs]
-if live_id and live_id not in ids:
-    ids.insert(0, live_id)
-if not ids:
-    st.info("No run has feature snapshots yet: start one on the Lab page (it records ~20 snapshots a run).")
+store = open_store()
+
+
+def has_snapshots(run: dict) -> bool:
+    """Runs this page can show: those with feature snapshots, and running ones (their first arrives soon)."""
+    return run["status"] == "running" or bool(store is not None and store.artifacts(run["id"], kind="snapshot"))
+
+
+run_id = run_picker(store, "emb:run", include=has_snapshots,
+                    empty="No run has feature snapshots yet: start one on the Lab page (it records ~20 snapshots "
+                          "a run; from the command line, set train.snapshot_every).")
+if run_id is None:
     st.stop()
-run_id = st.selectbox("Run", ids, index=ids.index(live_id) if live_id in ids else 0, key="emb:run")
 method = st.radio("Projection", ["pca", "umap", "tsne"], horizontal=True, key="emb:method",
                   format_func={"pca": "PCA (live)", "umap": "UMAP", "tsne": "t-SNE"}.get)
 colour = st.radio("Colour by", ["class", "noisy / clean label", "correct / wrong"], horizontal=True,

@@ -1,4 +1,11 @@
-"""Runs page: every run in the store; inspect one, rename it, delete it, download its metrics, config, bundle."""
+"""Runs page: every run in the store as a table a person reads; one run in detail; several to Compare.
+
+The table fits a 1440 px screen without scrolling sideways (name, preset, techniques, outcome, test
+accuracy, local start time, duration); clicking a row shows that run below, ticking several opens
+them together in Compare. The detail is the run picker of every analysis page (``?run=ID`` links
+here too): the verdict with its reason, the config as readable lines and as JSON (expanded),
+final metrics grouped by family, downloads, rename and delete.
+"""
 
 from __future__ import annotations
 
@@ -7,67 +14,139 @@ import io
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Any
 
 import streamlit as st
 
-from engine.store import StoreError
-from pages.common import run_bundle, run_store
+from engine.listing import config_summary, duration, grouped_metrics, local_time, techniques
+from engine.store import RunStore, StoreError
+from pages.common import (
+    STORE_ERRORS,
+    open_store,
+    outcome_badge,
+    picker_rows,
+    run_bundle,
+    run_filters,
+    run_picker,
+)
 
-store = run_store()
+TABLE_KEY, PICK_KEY = "runs_table", "runs:selected"
+
 st.title("Runs")
-st.caption(f"Store: `{store.path}`")
+store = open_store()
+rows = picker_rows(store)
+if store is None or rows is None:
+    st.stop()  # the one error line is already shown
+st.caption(f"Store: `{store.path}` · {len(rows)} run{'s' if len(rows) != 1 else ''}. Click a row to see the run "
+           "below; tick several to open them together in Compare.")
+if not rows:
+    st.info("No runs yet: start one on the Lab page (or `python -m engine run --preset noisy-labels`).")
+    st.stop()
 
 
-def run_label(run: dict) -> str:
-    return f"{run['name'] or run['preset'] or 'custom'} · {run['id']}"
-
-
-def metrics_csv(run_id: str) -> str:
+def metrics_csv(store: RunStore, run_id: str) -> str:
     """``step,name,value`` rows sorted by step then name — the same layout as ``write_metrics_csv``."""
-    rows = []
+    out = []
     for name, (steps, values) in store.metrics(run_id).items():
-        rows.extend(zip(steps.tolist(), [name] * len(steps), values.tolist(), strict=True))
-    rows.sort(key=lambda r: (r[0], r[1]))
+        out.extend(zip(steps.tolist(), [name] * len(steps), values.tolist(), strict=True))
+    out.sort(key=lambda r: (r[0], r[1]))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["step", "name", "value"])
-    writer.writerows(rows)
+    writer.writerows(out)
     return buf.getvalue()
 
 
-runs = store.list_runs()
-if not runs:
-    st.info("No runs yet: start one on the Lab page (or `python -m engine run ...`).")
-    st.stop()
+def table_rows(rows: Sequence[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
+    """One line per run, only what fits a 1440 px screen; ``id`` rides along hidden (selection, tests)."""
+    return [{"id": r["id"], "name": r.get("name") or "", "preset": r.get("preset") or "custom",
+             "techniques": ", ".join(techniques(r.get("config") or {})) or "none",
+             "outcome": r["shown_outcome"].replace("_", " "),
+             "test acc": r["test_acc"] if r["test_acc"] is not None and math.isfinite(r["test_acc"]) else None,
+             "created": local_time(r.get("created_at")), "duration": duration(r, now)} for r in rows]
 
-st.dataframe(
-    [{"id": r["id"], "name": r["name"] or "", "preset": r["preset"] or "", "status": r["status"],
-      "outcome / message": r["message"], "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
-      "seed": r["seed"]} for r in runs],
-    hide_index=True, key="runs_table",
+
+def follow_table(ids: list[str]) -> None:
+    """A row newly ticked in the table becomes the run shown below (the picker's value)."""
+    state = st.session_state
+    picked = list(state[TABLE_KEY].selection.rows)
+    new = [i for i in picked if i not in state.get("runs:ticked", [])]
+    state["runs:ticked"] = picked
+    if new and new[-1] < len(ids):
+        state[PICK_KEY] = ids[new[-1]]
+
+
+shown = run_filters(rows, "runs")
+ids = [r["id"] for r in shown]
+table = st.dataframe(
+    table_rows(shown, time.time()), hide_index=True, key=TABLE_KEY, width="stretch",
+    on_select=partial(follow_table, ids), selection_mode="multi-row",
+    column_order=("name", "preset", "techniques", "outcome", "test acc", "created", "duration"),
+    column_config={
+        "name": st.column_config.TextColumn("name", width="medium"),
+        "preset": st.column_config.TextColumn("preset", width="medium"),
+        "techniques": st.column_config.TextColumn("techniques", width="medium",
+                                                  help="The techniques that were on (their values are below)."),
+        "outcome": st.column_config.TextColumn("outcome", width="small",
+                                               help="The run's verdict (its reason is shown below when the run is "
+                                                    "selected), or its status while it has none."),
+        "test acc": st.column_config.NumberColumn("test acc", format="%.3f", width="small"),
+        "created": st.column_config.TextColumn("created", width="small", help="Local time the run started."),
+        "duration": st.column_config.TextColumn("duration", width="small"),
+    },
 )
+ticked = [ids[i] for i in table.selection.rows if i < len(ids)]
+if st.button(f"Open {len(ticked)} runs in Compare" if len(ticked) > 1 else "Open in Compare",
+             key="runs:compare", type="primary", disabled=not ticked,
+             help="Tick runs in the table first." if not ticked else None):
+    st.switch_page("pages/compare.py", query_params={"runs": ",".join(ticked)})
 
-by_id = {r["id"]: r for r in runs}
-run_id = st.selectbox("Run", list(by_id), format_func=lambda rid: run_label(by_id[rid]), key="runs:selected")
-run = by_id[run_id]
+st.divider()
+run_id = run_picker(store, PICK_KEY, rows=shown, label="Run shown below")
+if run_id is None:
+    st.stop()
+try:
+    run = store.get_run(run_id)
+    final = store.final_metrics(run_id) if run is not None else {}
+except STORE_ERRORS as err:
+    st.error(f"Run {run_id} cannot be read from the store: {' '.join(str(err).split())}")
+    st.stop()
+if run is None:  # deleted by another session since the list was read
+    st.warning("This run is no longer in the store; pick another above.")
+    st.stop()
+row = next(r for r in shown if r["id"] == run_id)
 
-left, right = st.columns(2)
+if row["outcome"] not in ("", "-"):
+    outcome_badge(row["outcome"], row["reason"])
+else:
+    st.info(f"**{row['status'].capitalize()}**" + (f" — {run['message']}" if run.get("message") else ""))
+st.caption(f"id `{run_id}` · started {local_time(run.get('created_at'))} · ran {duration(run, time.time())} · "
+           f"seed {run.get('seed')} · device {run.get('device')} · `python -m engine show {run_id}`")
+links = st.columns(3)
+links[0].page_link("pages/diagnostics.py", label="Open in Diagnostics", icon="📈", query_params={"run": run_id})
+links[1].page_link("pages/embeddings.py", label="Open in Embeddings", icon="🌀", query_params={"run": run_id})
+links[2].page_link("pages/compare.py", label="Open in Compare", icon="⚖️", query_params={"runs": run_id})
+
+left, right = st.columns([3, 2])
 with left:
     st.subheader("Config")
-    st.json(run["config"], expanded=False)
+    st.markdown("\n".join(f"- **{label}**: {text}" for label, text in config_summary(run["config"])))
+    with st.expander("Full config (JSON)", expanded=True):
+        st.json(run["config"], expanded=True)
 with right:
     st.subheader("Final metrics")
-    final = store.final_metrics(run_id)
     if final:
-        st.dataframe([{"metric": k, "value": None if math.isnan(v) else v} for k, v in final.items()],
-                     hide_index=True, key="runs:final")
+        st.dataframe([{"family": family, "metric": name, "value": value}
+                      for family, items in grouped_metrics(final) for name, value in items],
+                     hide_index=True, key="runs:final", width="stretch")
     else:
         st.caption("No metrics recorded.")
 
 dl = st.columns(3)
-dl[0].download_button("Download metrics CSV", data=lambda: metrics_csv(run_id), file_name=f"{run_id}_metrics.csv",
-                      mime="text/csv", key="runs:csv", on_click="ignore")
+dl[0].download_button("Download metrics CSV", data=partial(metrics_csv, store, run_id),
+                      file_name=f"{run_id}_metrics.csv", mime="text/csv", key="runs:csv", on_click="ignore")
 dl[1].download_button("Download config JSON", data=json.dumps(run["config"], indent=2),
                       file_name=f"{run_id}_config.json", mime="application/json", key="runs:json", on_click="ignore")
 dl[2].download_button("Download bundle (zip)", data=partial(run_bundle, run_id), file_name=f"{run_id}.zip",
@@ -84,7 +163,7 @@ if st.button("Rename", key="runs:rename", disabled=not new_name.strip() or new_n
         st.rerun()
 
 running = run["status"] == "running"
-confirm = st.checkbox(f"Yes, delete {run_id} with its metrics and files", key=f"runs:confirm:{run_id}",
+confirm = st.checkbox(f"Yes, delete this run ({run_id}) with its metrics and files", key=f"runs:confirm:{run_id}",
                       disabled=running, help="A running run cannot be deleted; stop it first." if running else None)
 if st.button("Delete", key="runs:delete", type="primary", disabled=not confirm or running):
     store.delete_run(run_id)

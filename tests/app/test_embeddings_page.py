@@ -63,3 +63,20 @@ def test_pca_frame_then_tsne_in_background(store: RunStore) -> None:
         at.run()
     assert not at.exception
     assert [b.label for b in at.get("download_button")] == ["PNG", "SVG", "PDF", "HTML (interactive)", "CSV (data)"]
+
+
+def test_runs_listed_by_name_and_opened_by_link(store: RunStore) -> None:
+    snapshotted = store.list_runs()[0]["id"]
+    no_snapshots, _ = execute(validate({"name": "no-snapshots", "seed": 1, "data": {"name": "moons", "n_train": 100},
+                                     "train": {"steps": 5, "snapshot_every": 0}}), store)
+    assert not store.artifacts(no_snapshots, kind="snapshot")
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["run"] = no_snapshots
+    at.run()
+    assert not at.exception
+    assert len(at.warning) == 1 and "no-snapshots" in at.warning[0].value  # nothing to project: said, not hidden
+    box = at.selectbox(key="emb:run")
+    assert box.value == snapshotted and len(box.options) == 1  # only runs with snapshots are offered
+    assert box.options[0].startswith("blobs · mlp · no technique · ") and snapshotted not in box.options[0]
+    assert at.query_params["run"] == snapshotted
+    assert at.select_slider(key="emb:step").options == ["0", "10", "20", "30"]

@@ -12,9 +12,12 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from engine.config import validate
+from engine.listing import duration, local_time, run_rows
+from engine.outcome import stored_verdict
 from engine.runner import execute
 from engine.store import RunStore
 from pages.common import run_store
+from tests.app.conftest import APP
 
 PAGES = Path(__file__).resolve().parents[2] / "pages"
 RUNS, COMPARE = str(PAGES / "runs.py"), str(PAGES / "compare.py")
@@ -47,14 +50,20 @@ def ids(s: RunStore) -> list[str]:
     return [r["id"] for r in s.list_runs()]
 
 
+def open_runs_page() -> AppTest:
+    """The Runs page inside the app (its links to other pages need the app's navigation)."""
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception
+    return at
+
+
 def test_runs_page_lists_renames_and_deletes(store: RunStore) -> None:
     beta, alpha = ids(store)  # newest first
-    at = AppTest.from_file(RUNS, default_timeout=60).run()
-    assert not at.exception
+    at = open_runs_page()
     table = at.dataframe[0].value
-    assert sorted(table["id"]) == sorted([alpha, beta])
-    assert set(table["name"]) == {"alpha", "beta"}
-    assert set(table["status"]) == {"completed"}
+    assert list(table["id"]) == [beta, alpha]  # newest first
+    assert list(table["name"]) == ["beta", "alpha"]
     assert len(at.get("download_button")) == 3
 
     at.selectbox(key="runs:selected").set_value(alpha).run()
@@ -72,6 +81,66 @@ def test_runs_page_lists_renames_and_deletes(store: RunStore) -> None:
     assert ids(store) == [beta]
     assert store.metric_names(beta) and not store.metric_names(alpha)
     assert list(at.dataframe[0].value["id"]) == [beta]
+
+
+def test_runs_table_reads_like_the_cli_listing(store: RunStore) -> None:
+    """The columns a person compares runs by, with the same words and numbers as ``python -m engine list``."""
+    at = open_runs_page()
+    table = at.dataframe[0].value
+    assert list(at.dataframe[0].proto.column_order) == [
+        "name", "preset", "techniques", "outcome", "test acc", "created", "duration"]  # the id is not drawn
+    rows = run_rows(store, store.list_runs())
+    for line, row in zip(table.to_dict("records"), rows, strict=True):
+        assert line["outcome"] == row["outcome"].replace("_", " ")
+        assert line["test acc"] == pytest.approx(row["test_acc"])
+        assert line["created"] == local_time(row["created_at"])  # local time, not a Unix timestamp
+        assert line["duration"] == duration(row)
+        assert line["preset"] == "custom" and line["techniques"] == "none"
+
+
+def test_selected_run_shows_its_verdict_and_config_expanded(store: RunStore) -> None:
+    beta = ids(store)[0]
+    at = open_runs_page()
+    assert at.selectbox(key="runs:selected").value == beta  # the newest by default
+    verdict = stored_verdict(store, store.get_run(beta))
+    shown = [e.value for e in [*at.success, *at.warning, *at.info]]
+    assert any(verdict.reason in text for text in shown)
+    summary = next(m.value for m in at.markdown if m.value.startswith("- **data**"))
+    assert "moons" in summary and "**optimizer**" in summary and "30 steps" in summary
+    assert at.expander[0].label == "Full config (JSON)" and at.expander[0].proto.expanded
+    assert json.loads(at.get("json")[0].proto.body)["name"] == "beta"
+    assert at.get("json")[0].proto.expanded
+
+
+def test_runs_link_and_ticked_runs_open_in_compare(store: RunStore) -> None:
+    beta, alpha = ids(store)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/runs.py")
+    at.query_params["run"] = alpha
+    at.run()
+    assert not at.exception and not at.warning
+    assert at.selectbox(key="runs:selected").value == alpha  # a ?run= link opens that run
+
+    assert at.button(key="runs:compare").disabled  # nothing ticked yet
+    at.session_state["runs_table"] = {"selection": {"rows": [0, 1], "columns": []}}  # tick both rows
+    at.run()
+    assert at.button(key="runs:compare").label == "Open 2 runs in Compare"
+    at.button(key="runs:compare").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Compare"
+    assert at.multiselect(key="cmp:runs").value == [beta, alpha]
+    assert at.query_params["runs"] == f"{beta},{alpha}"
+    assert sorted(t["name"] for t in overlay_traces(at)) == ["alpha", "beta"]
+
+
+def test_compare_tells_unnamed_runs_of_one_kind_apart(store: RunStore) -> None:
+    for seed in (3, 4):
+        execute(validate({**short_config("x", seed), "name": None}), store)
+    first, second = ids(store)[:2]
+    at = AppTest.from_file(COMPARE, default_timeout=60).run()
+    assert at.multiselect(key="cmp:runs").value == [first, second]  # the two newest
+    names = [t["name"] for t in overlay_traces(at)]
+    assert len(set(names)) == 2 and all(n.startswith("moons · mlp · ") for n in names)
 
 
 def overlay_traces(at: AppTest) -> list[dict]:
