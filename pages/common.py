@@ -183,6 +183,7 @@ def run_bundle(run_id: str) -> bytes:
 
 ALL = "All"  # the filters' "no filter" choice
 STORE_ERRORS = (StoreError, sqlite3.Error, OSError)  # what reading a broken, vanished or locked store raises
+EMPTY_STORE = "No stored runs yet: start one on the Lab page (or `python -m engine run --preset noisy-labels`)."
 _OUTCOME_ORDER = ("generalized", "grokked", "memorized", "partial", "no_learning", "diverged", "stopped",
                   "running", "failed", "interrupted")
 
@@ -299,14 +300,15 @@ def _apply_link(store: RunStore, key: str, param: str, by_id: Mapping[str, Mappi
 @overload
 def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None = ..., multiple: Literal[False] = ...,
                query_param: str | None = ..., include: Callable[[dict[str, Any]], bool] | None = ...,
-               rows: Sequence[Mapping[str, Any]] | None = ..., label: str = ...) -> str | None: ...
+               rows: Sequence[Mapping[str, Any]] | None = ..., label: str = ..., empty: str = ...) -> str | None: ...
 @overload
 def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None = ..., multiple: Literal[True],
                query_param: str | None = ..., include: Callable[[dict[str, Any]], bool] | None = ...,
-               rows: Sequence[Mapping[str, Any]] | None = ..., label: str = ...) -> list[str]: ...
+               rows: Sequence[Mapping[str, Any]] | None = ..., label: str = ..., empty: str = ...) -> list[str]: ...
 def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None = None, multiple: bool = False,
                query_param: str | None = None, include: Callable[[dict[str, Any]], bool] | None = None,
-               rows: Sequence[Mapping[str, Any]] | None = None, label: str = "") -> str | list[str] | None:
+               rows: Sequence[Mapping[str, Any]] | None = None, label: str = "", empty: str = EMPTY_STORE
+               ) -> str | list[str] | None:
     """Pick stored runs by what a person recognises (name or preset, techniques, outcome, test acc, local time).
 
     Newest first, with preset and outcome filters beside it. The choice defaults to ``default_run_id``, else
@@ -317,7 +319,8 @@ def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None =
 
     ``key`` is the selectbox's (multiselect's) widget key; the filters use ``{key}:preset`` / ``{key}:outcome``.
     ``include`` keeps only the runs the page can show; ``rows`` (from :func:`picker_rows`, already filtered by
-    the page) replaces both the store query and the filters. A ``store`` that is None or cannot be read gives
+    the page) replaces both the store query and the filters; ``empty`` is the line shown when there is no run
+    to offer at all. A ``store`` that is None or cannot be read gives
     one error line (from :func:`open_store` / :func:`picker_rows`) and an empty choice: None, or [] with
     ``multiple``. The choice is kept across page switches (Streamlit drops a widget's state when its page
     is left), and the returned ids are full ids of runs in the store.
@@ -333,7 +336,7 @@ def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None =
         return nothing
     by_id = {r["id"]: r for r in rows}
     if not by_id:
-        st.info("No stored runs here yet: start one on the Lab page (or `python -m engine run --preset …`).")
+        st.info(empty)
         return nothing
     job_key, kept_key = f"{key}:job", f"{key}:kept"
     job_id = session_run_id()
