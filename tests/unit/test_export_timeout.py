@@ -138,7 +138,7 @@ def test_a_render_error_is_reported_in_one_line_and_the_next_export_uses_a_fresh
     """What a real Chromium crash looks like first (measured: kaleido raises "Executor is closed", then
     never answers again): the error is passed on and the worker is not reused."""
     mode.write_text("error")
-    with pytest.raises(ExportError, match=r"^pdf export failed \(Executor is closed.\); install Chromium") as err:
+    with pytest.raises(ExportError, match=r"^pdf export failed \(Executor is closed.\); install a browser with") as err:
         figure_bytes(go.Figure(), "pdf")
     assert "\n" not in str(err.value)
     mode.write_text("answer")
@@ -172,7 +172,7 @@ def test_a_worker_without_kaleido_reports_why_on_each_export(monkeypatch: pytest
     monkeypatch.setattr(renderer, "_default", r)
     try:
         for _ in range(2):
-            with pytest.raises(ExportError, match=r"^png export failed \(.*kaleido.*\); install Chromium") as err:
+            with pytest.raises(ExportError, match=r"^png export failed \(.*kaleido.*\); install a browser with") as err:
                 figure_bytes(go.Figure(), "png")
             assert "\n" not in str(err.value)
     finally:
