@@ -30,12 +30,12 @@ TRAINER_PANELS = (
               note="Training loss on the mini-batch (every logged step) and on the full training and test sets "
                    "(every evaluation); the total adds the techniques' penalties."),
     PanelSpec("accuracy", "Accuracy", "fraction correct",
-              note="Under label noise, clean-label accuracy is the fit that matters; memorised = noisy examples "
-                   "predicted with their wrong given label."),
+              note="With label noise, clean-label accuracy is the fit that matters, and memorised = noisy "
+                   "examples predicted with their wrong given label."),
     PanelSpec("r2", "R² (1 − fraction of variance unexplained)", "R²"),
     PanelSpec("gap", "Generalisation gap", "train − test accuracy"),
     PanelSpec("weights", "Weights: norm and distance travelled", "L2 norm"),
-    PanelSpec("update", "Size of one update", "L2 norm of θ_t − θ_(t−1)", log_y=True),
+    PanelSpec("update", "Size of one update ‖θ_t − θ_(t−1)‖", "L2 norm", log_y=True),
     PanelSpec("lr", "Learning rate", "η"),
     PanelSpec("grad_norm", "Gradient norm (before clipping)", "L2 norm", log_y=True),
     PanelSpec("task_acc", "Continual learning: accuracy at the end of each task", "fraction correct"),
@@ -112,8 +112,9 @@ def _resolve(metric: str, specs: Sequence[MetricSpec], panels: Sequence[PanelSpe
 
 
 def humanize(leaf: str) -> str:
-    """A readable label from a metric's last part: ``pseudo_acc_all`` → "pseudo accuracy all"."""
-    words = {"acc": "accuracy", "frac": "fraction", "std": "std", "lr": "learning rate", "R": "rate R"}
+    """A readable label from a metric's last part: ``pseudo_acc_all`` → "pseudo-label accuracy (all rows)"."""
+    words = {"acc": "accuracy", "frac": "fraction", "lr": "learning rate", "R": "rate R", "pseudo": "pseudo-label",
+             "all": "(all rows)", "disagree": "disagreement", "cond": "condition number", "std": "std"}
     return " ".join(words.get(w, w) for w in leaf.split("_") if w) or leaf
 
 

@@ -25,6 +25,8 @@ from engine.diagnostics import ArtifactSpec, PanelSpec, all_diagnostics
 from engine.metrics_catalog import SECTIONS, Declared, declare, undeclared
 
 Series = Mapping[str, tuple[Sequence[int], Sequence[float]]]
+# Instruments' panels by group, the headline first (the order a person reads them in); other groups follow.
+GROUP_ORDER = ("curvature", "collapse", "representation", "dynamics", "grokking", "sae", "calibration")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -61,7 +63,10 @@ def _declaration_order() -> dict[str, int]:
     """Position of every declared name pattern (trainer first, then instruments), for stable ordering."""
     from engine.metrics_catalog import TRAINER_METRICS
 
-    specs = list(TRAINER_METRICS) + [s for cls in all_diagnostics().values() for s in cls.outputs]
+    instruments = sorted(all_diagnostics().values(),
+                         key=lambda c: (GROUP_ORDER.index(c.group) if c.group in GROUP_ORDER else len(GROUP_ORDER),
+                                        c.every == 0))
+    specs = list(TRAINER_METRICS) + [s for cls in instruments for s in cls.outputs]
     return {s.name: i for i, s in enumerate(specs)}
 
 
@@ -106,12 +111,17 @@ def panel_figure(panel: Panel, series: Series) -> go.Figure:
     else:
         _step_traces(fig, curves, series)
         x_title = "training step"
-    fig.update_layout(title=panel.spec.title, template="plotly_white", height=360,
-                      margin={"l": 60, "r": 20, "t": 50, "b": 40}, legend={"orientation": "h", "y": -0.25},
-                      showlegend=True)
+    # The legend sits at the bottom of the figure, below the x-axis title, in a margin sized for its
+    # lines (entries wrap about two to a line in a half-width chart), so it never covers the title.
+    rows = math.ceil(len(fig.data) / 2)
+    fig.update_layout(title=panel.spec.title, template="plotly_white", height=330 + 22 * rows,
+                      margin={"l": 60, "r": 20, "t": 50, "b": 64 + 22 * rows}, showlegend=True,
+                      legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.01, "x": 0})
     fig.update_xaxes(title=x_title, type="linear")
-    fig.update_yaxes(title=_axis_title(panel, curves), type="log" if panel.spec.log_y and _positive(curves, series)
-                     else "linear")
+    decades = _decades(curves, series) if panel.spec.log_y else None
+    fig.update_yaxes(title=_axis_title(panel, curves), type="linear" if decades is None else "log")
+    if decades is not None and decades > 1.5:
+        fig.update_yaxes(dtick=1, exponentformat="power")  # label powers of ten only, not "2, 5" between them
     return fig
 
 
@@ -146,10 +156,13 @@ def _index_traces(fig: go.Figure, curves: Sequence[Declared], series: Series) ->
     fig.update_xaxes(dtick=1)
 
 
-def _positive(curves: Sequence[Declared], series: Series) -> bool:
-    """A log axis only when every finite value is > 0 (a log axis silently drops the rest)."""
-    values = [v for d in curves for v in series[d.spec.name][1] if v is not None and math.isfinite(float(v))]
-    return bool(values) and min(values) > 0
+def _decades(curves: Sequence[Declared], series: Series) -> float | None:
+    """Decades the values span, or None when a log axis cannot show them (a value ≤ 0, which a log
+    axis silently drops, or nothing finite)."""
+    values = [float(v) for d in curves for v in series[d.spec.name][1] if v is not None and math.isfinite(float(v))]
+    if not values or min(values) <= 0:
+        return None
+    return math.log10(max(values) / min(values))
 
 
 def panel_caption(panel: Panel, series: Series) -> str:
@@ -169,10 +182,11 @@ def panel_caption(panel: Panel, series: Series) -> str:
 # ---- on-demand instruments and their artifacts ----------------------------------------------
 
 def not_recorded(names: Iterable[str]) -> list[str]:
-    """Scheduled instruments (``every`` > 0) with declared outputs of which the run recorded none:
-    the page says how to turn them on."""
+    """Opt-in scheduled instruments (``every`` > 0, off by default) of which the run recorded nothing:
+    the page says how to turn them on. A default-on instrument that recorded nothing does not apply to
+    the run (dead units of a tanh network), so it is not listed."""
     names = list(names)
-    return [name for name, cls in all_diagnostics().items() if cls.every > 0 and cls.outputs
+    return [name for name, cls in all_diagnostics().items() if cls.every > 0 and cls.outputs and not cls.default_on
             and not any(s.matches(n) is not None for s in cls.outputs for n in names)]
 
 

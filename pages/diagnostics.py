@@ -111,6 +111,8 @@ def draw_artifacts(data: RunData, stem: str) -> None:
         fig = P.artifact_figure(kind, arrays, step)
         if fig is not None:
             plot_panel(fig, f"{stem}_{kind}", key=f"art:{kind}")
+            if spec is not None and spec.meaning:
+                st.caption(spec.meaning[0].upper() + spec.meaning[1:] + ".")
 
 
 @st.fragment(run_every=poll_interval(live))

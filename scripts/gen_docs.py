@@ -105,8 +105,45 @@ def diagnostics_page() -> str:
         body = _docstring(classes[d["name"]])
         if body:
             out += [body, ""]
+        out += _metrics_table(classes[d["name"]].outputs, classes[d["name"]].panels)
+        out += _artifacts_list(classes[d["name"]].artifacts)
         out += _params_table(d["params"], f"diagnostics.{d['name']}")
+    out += _trainer_metrics()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _metrics_table(outputs: Iterable[Any], panels: Iterable[Any]) -> list[str]:
+    """The metrics an instrument (or the trainer) declares: name, label, unit, panel, meaning.
+
+    ``{i}`` in a name stands for an integer (a layer, an eigenvalue's rank). A *reference* is drawn as
+    a dashed line on its panel; a *flag* is a 0/1 setting shown in the panel's caption.
+    """
+    outputs = list(outputs)
+    if not outputs:
+        return []
+    titles = {p.key: p.title for p in panels}
+    rows = ["| metric | label | unit | panel | meaning |", "|---|---|---|---|---|"]
+    for spec in outputs:
+        role = "" if spec.role == "line" else f" ({spec.role})"
+        rows.append(f"| `{spec.name}` | {_cell(spec.label)}{role} | {_cell(spec.unit or '—')} | "
+                    f"{_cell(titles.get(spec.panel, spec.panel))} | {_cell(spec.meaning)} |")
+    return [*rows, ""]
+
+
+def _artifacts_list(artifacts: Iterable[Any]) -> list[str]:
+    return [*(f"*Artifact* `{a.kind}` — {a.label}: {a.meaning}" for a in artifacts), ""] if artifacts else []
+
+
+def _trainer_metrics() -> list[str]:
+    from engine.metrics_catalog import TRAINER_METRICS, TRAINER_PANELS
+
+    return ["## Training metrics", "",
+            "What every run records besides its instruments: losses and accuracies at each evaluation "
+            "(`train.eval_every`), the mini-batch loss, learning rate and gradient norm at each logged step "
+            "(`train.log_every`), and the continual-learning task metrics at the end of each task. Techniques add "
+            "`reg/<name>` (their term in the loss) and their own scalars (`ssl/*`, `coteach/*`, …), drawn on a "
+            "panel named after the technique.", "",
+            *_metrics_table(TRAINER_METRICS, TRAINER_PANELS)]
 
 
 def presets_page() -> str:

@@ -205,7 +205,7 @@ class Collapse(Diagnostic):
     needs = frozenset({"features"})
     tasks = ("classification",)
     default_on = True
-    panels = (PanelSpec("collapse", "Neural collapse (NC1–NC4)", "distance from exact collapse (0 = collapsed)",
+    panels = (PanelSpec("collapse", "Neural collapse (NC1–NC4)", "distance from collapse",
                         log_y=True, note="All measures fall towards 0 as the penultimate features collapse to their "
                                          "class means on a simplex (Papyan et al. 2020)."),)
     outputs = (
