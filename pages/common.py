@@ -265,7 +265,7 @@ def session_run_id() -> str | None:
 
 
 def _apply_link(store: RunStore, key: str, param: str, by_id: Mapping[str, Mapping[str, Any]],
-                multiple: bool) -> bool:
+                multiple: bool, excluded: str) -> bool:
     """Select the runs a ``?{param}=`` link names when the link is new (not the page's own write-back).
 
     A unique id prefix is accepted; an id that is not in the store (or that this page cannot show) gives one
@@ -286,8 +286,7 @@ def _apply_link(store: RunStore, key: str, param: str, by_id: Mapping[str, Mappi
         if run is None:
             st.warning(f"Link ?{param}={rid}: no run with this id in the store {store.path}; pick one below.")
         elif run["id"] not in by_id:
-            st.warning(f"Link ?{param}={rid}: run {run_label(run)!r} has nothing this page can show; "
-                       "pick another below.")
+            st.warning(f"Link ?{param}={rid}: run {run_label(run)!r} {excluded}; pick another below.")
         elif run["id"] not in wanted:
             wanted.append(run["id"])
     if not wanted and not multiple:
@@ -300,15 +299,17 @@ def _apply_link(store: RunStore, key: str, param: str, by_id: Mapping[str, Mappi
 @overload
 def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None = ..., multiple: Literal[False] = ...,
                query_param: str | None = ..., include: Callable[[dict[str, Any]], bool] | None = ...,
-               rows: Sequence[Mapping[str, Any]] | None = ..., label: str = ..., empty: str = ...) -> str | None: ...
+               rows: Sequence[Mapping[str, Any]] | None = ..., label: str = ..., empty: str = ...,
+               excluded: str = ...) -> str | None: ...
 @overload
 def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None = ..., multiple: Literal[True],
                query_param: str | None = ..., include: Callable[[dict[str, Any]], bool] | None = ...,
-               rows: Sequence[Mapping[str, Any]] | None = ..., label: str = ..., empty: str = ...) -> list[str]: ...
+               rows: Sequence[Mapping[str, Any]] | None = ..., label: str = ..., empty: str = ...,
+               excluded: str = ...) -> list[str]: ...
 def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None = None, multiple: bool = False,
                query_param: str | None = None, include: Callable[[dict[str, Any]], bool] | None = None,
-               rows: Sequence[Mapping[str, Any]] | None = None, label: str = "", empty: str = EMPTY_STORE
-               ) -> str | list[str] | None:
+               rows: Sequence[Mapping[str, Any]] | None = None, label: str = "", empty: str = EMPTY_STORE,
+               excluded: str = "has nothing this page can show") -> str | list[str] | None:
     """Pick stored runs by what a person recognises (name or preset, techniques, outcome, test acc, local time).
 
     Newest first, with preset and outcome filters beside it. The choice defaults to ``default_run_id``, else
@@ -320,10 +321,10 @@ def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None =
     ``key`` is the selectbox's (multiselect's) widget key; the filters use ``{key}:preset`` / ``{key}:outcome``.
     ``include`` keeps only the runs the page can show; ``rows`` (from :func:`picker_rows`, already filtered by
     the page) replaces both the store query and the filters; ``empty`` is the line shown when there is no run
-    to offer at all. A ``store`` that is None or cannot be read gives
-    one error line (from :func:`open_store` / :func:`picker_rows`) and an empty choice: None, or [] with
-    ``multiple``. The choice is kept across page switches (Streamlit drops a widget's state when its page
-    is left), and the returned ids are full ids of runs in the store.
+    to offer at all, ``excluded`` what a linked run that ``include`` leaves out lacks. A ``store`` that is
+    None or cannot be read gives one error line (from :func:`open_store` / :func:`picker_rows`) and an empty
+    choice: None, or [] with ``multiple``. The choice is kept across page switches (Streamlit drops a
+    widget's state when its page is left), and the returned ids are full ids of runs in the store.
     """
     state = st.session_state
     param = query_param or ("runs" if multiple else "run")
@@ -335,13 +336,13 @@ def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None =
     if rows is None or store is None:
         return nothing
     by_id = {r["id"]: r for r in rows}
-    if not by_id:
-        st.info(empty)
-        return nothing
     job_key, kept_key = f"{key}:job", f"{key}:kept"
     job_id = session_run_id()
-    if _apply_link(store, key, param, by_id, multiple):
+    if _apply_link(store, key, param, by_id, multiple, excluded):
         state[job_key] = job_id
+    if not by_id:  # after the link: a linked run this page cannot show is still explained
+        st.info(empty)
+        return nothing
     if key not in state:
         kept = state.get(kept_key)
         if kept is not None:
@@ -354,7 +355,11 @@ def run_picker(store: RunStore | None, key: str, *, default_run_id: str | None =
         state[key] = job_id  # the user started a new Lab run since this picker last drew
     state[job_key] = job_id
 
-    if draw_filters:
+    if draw_filters and multiple:  # the chosen runs' labels need the full width
+        with st.columns([2, 3])[0]:
+            shown = run_filters(rows, key)
+        pick_col = st.container()
+    elif draw_filters:
         pick_col, filter_col = st.columns([3, 2], vertical_alignment="bottom")
         with filter_col:
             shown = run_filters(rows, key)

@@ -32,7 +32,8 @@ def has_snapshots(run: dict) -> bool:
 
 run_id = run_picker(store, "emb:run", include=has_snapshots,
                     empty="No run has feature snapshots yet: start one on the Lab page (it records ~20 snapshots "
-                          "a run; from the command line, set train.snapshot_every).")
+                          "a run; from the command line, set train.snapshot_every).",
+                    excluded="has no feature snapshots (start it with train.snapshot_every set)")
 if run_id is None:
     st.stop()
 method = st.radio("Projection", ["pca", "umap", "tsne"], horizontal=True, key="emb:method",

@@ -84,17 +84,17 @@ table = st.dataframe(
     table_rows(shown, time.time()), hide_index=True, key=TABLE_KEY, width="stretch",
     on_select=partial(follow_table, ids), selection_mode="multi-row",
     column_order=("name", "preset", "techniques", "outcome", "test acc", "created", "duration"),
-    column_config={
-        "name": st.column_config.TextColumn("name", width="medium"),
-        "preset": st.column_config.TextColumn("preset", width="medium"),
-        "techniques": st.column_config.TextColumn("techniques", width="medium",
+    column_config={  # pixel widths that add up to the table's ~980 px at a 1440 px window with the sidebar open
+        "name": st.column_config.TextColumn("name", width=200),
+        "preset": st.column_config.TextColumn("preset", width=145),
+        "techniques": st.column_config.TextColumn("techniques", width=185,
                                                   help="The techniques that were on (their values are below)."),
-        "outcome": st.column_config.TextColumn("outcome", width="small",
+        "outcome": st.column_config.TextColumn("outcome", width=100,
                                                help="The run's verdict (its reason is shown below when the run is "
                                                     "selected), or its status while it has none."),
-        "test acc": st.column_config.NumberColumn("test acc", format="%.3f", width="small"),
-        "created": st.column_config.TextColumn("created", width="small", help="Local time the run started."),
-        "duration": st.column_config.TextColumn("duration", width="small"),
+        "test acc": st.column_config.NumberColumn("test acc", format="%.3f", width=70),
+        "created": st.column_config.TextColumn("created", width=136, help="Local time the run started."),
+        "duration": st.column_config.TextColumn("duration", width=80),
     },
 )
 ticked = [ids[i] for i in table.selection.rows if i < len(ids)]
@@ -138,9 +138,11 @@ with left:
 with right:
     st.subheader("Final metrics")
     if final:
-        st.dataframe([{"family": family, "metric": name, "value": value}
-                      for family, items in grouped_metrics(final) for name, value in items],
-                     hide_index=True, key="runs:final", width="stretch")
+        groups = sorted(grouped_metrics(final), key=lambda g: (g[0] not in ("train", "test"), g[0] != "train"))
+        lines = [{"family": family, "metric": name, "value": value}
+                 for family, items in groups for name, value in items]
+        st.dataframe(lines, hide_index=True, key="runs:final", width="stretch",
+                     height=min(35 * (len(lines) + 1) + 3, 600))  # the accuracies first; no inner scroll for ≤ 16
     else:
         st.caption("No metrics recorded.")
 

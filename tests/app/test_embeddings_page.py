@@ -75,6 +75,7 @@ def test_runs_listed_by_name_and_opened_by_link(store: RunStore) -> None:
     at.run()
     assert not at.exception
     assert len(at.warning) == 1 and "no-snapshots" in at.warning[0].value  # nothing to project: said, not hidden
+    assert "has no feature snapshots" in at.warning[0].value
     box = at.selectbox(key="emb:run")
     assert box.value == snapshotted and len(box.options) == 1  # only runs with snapshots are offered
     assert box.options[0].startswith("blobs · mlp · no technique · ") and snapshotted not in box.options[0]
