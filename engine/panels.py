@@ -107,10 +107,10 @@ def panel_figure(panel: Panel, series: Series) -> go.Figure:
     fig = go.Figure()
     if panel.spec.x == "index":
         _index_traces(fig, [d for d in curves if d.index is not None], series)
-        x_title = "rank of the eigenvalue (1 = largest)"
+        x_title = panel.spec.x_title or "index"
     else:
         _step_traces(fig, curves, series)
-        x_title = "training step"
+        x_title = panel.spec.x_title or "training step"
     # The legend sits at the bottom of the figure, below the x-axis title, in a margin sized for its
     # lines (entries wrap about two to a line in a half-width chart), so it never covers the title.
     rows = math.ceil(len(fig.data) / 2)
@@ -122,6 +122,10 @@ def panel_figure(panel: Panel, series: Series) -> go.Figure:
     fig.update_yaxes(title=_axis_title(panel, curves), type="linear" if decades is None else "log")
     if decades is not None and decades > 1.5:
         fig.update_yaxes(dtick=1, exponentformat="power")  # label powers of ten only, not "2, 5" between them
+    values = {v for d in curves for v in _finite(series[d.spec.name][1]) if v is not None}
+    if decades is None and len(values) == 1:  # a constant (a fixed lr): from 0, not Plotly's ±0.5 around it
+        (v,) = values
+        fig.update_yaxes(range=sorted([0.0, 1.25 * v]) if v else [-1.0, 1.0])
     return fig
 
 

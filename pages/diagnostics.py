@@ -50,8 +50,9 @@ def live_data(live: Job) -> RunData:
     status = f"{view.state} — step {view.step}/{view.total_steps}" + (f" · outcome: {view.outcome}"
                                                                          if view.outcome else "")
     arts = {kind: [(a.step, a.arrays)] for kind, a in view.artifacts.items()}
-    return RunData(view.run_id, view.run_id or "current run", status, view.series,
-                   list(techniques(live.cfg.model_dump())), arts)
+    config = live.cfg.model_dump()
+    label = run_label({"name": live.cfg.name, "preset": live.cfg.preset, "config": config})
+    return RunData(view.run_id, label, status, view.series, list(techniques(config)), arts)
 
 
 def stored_data(store: RunStore, run_id: str) -> RunData | None:

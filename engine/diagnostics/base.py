@@ -89,6 +89,7 @@ class PanelSpec:
     log_y: bool = False
     x: str = "step"
     note: str = ""
+    x_title: str = ""  # default: "training step", or "index" for an index panel
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,8 @@ class TopK(Diagnostic):
         Param("k", int, 5, 1, 50, help="number of eigenvalues"),
         Param("tol", float, 1e-6, 0.0, 0.1, help="ARPACK relative accuracy (0 = machine precision)"),
     )
-    panels = (PanelSpec("top_k", "Top Hessian eigenvalues (Lanczos)", "eigenvalue", x="index"),)
+    panels = (PanelSpec("top_k", "Top Hessian eigenvalues (Lanczos)", "eigenvalue", x="index",
+                        x_title="rank of the eigenvalue (1 = largest)"),)
     outputs = (MetricSpec("sharpness/eig_{i}", "eigenvalue {i}", "eigenvalue", "top_k",
                           "the i-th largest Hessian eigenvalue (1 = λ_max), on demand"),)
 

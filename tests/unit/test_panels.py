@@ -94,6 +94,7 @@ def test_on_demand_metrics_are_declared_and_top_k_draws_a_spectrum(eos_run) -> N
     assert list(fig.data[0].x) == [1, 2, 3]
     assert fig.data[0].name.startswith("step ")
     assert fig.layout.xaxis.type == "linear"  # never a date axis around 1900
+    assert fig.layout.xaxis.title.text == panel.spec.x_title != ""
     density = next(a for a in artifacts if a.kind == "density")
     drawn = artifact_figure("density", density.arrays, density.step)
     assert drawn is not None and f"step {density.step}" in drawn.layout.title.text
