@@ -68,21 +68,11 @@ def table_rows(rows: Sequence[Mapping[str, Any]], now: float) -> list[dict[str, 
              "created": local_time(r.get("created_at")), "duration": duration(r, now)} for r in rows]
 
 
-def follow_table(ids: list[str]) -> None:
-    """A row newly ticked in the table becomes the run shown below (the picker's value)."""
-    state = st.session_state
-    picked = list(state[TABLE_KEY].selection.rows)
-    new = [i for i in picked if i not in state.get("runs:ticked", [])]
-    state["runs:ticked"] = picked
-    if new and new[-1] < len(ids):
-        state[PICK_KEY] = ids[new[-1]]
-
-
 shown = run_filters(rows, "runs")
 ids = [r["id"] for r in shown]
 table = st.dataframe(
     table_rows(shown, time.time()), hide_index=True, key=TABLE_KEY, width="stretch",
-    on_select=partial(follow_table, ids), selection_mode="multi-row",
+    on_select="rerun", selection_mode="multi-row",
     column_order=("name", "preset", "techniques", "outcome", "test acc", "created", "duration"),
     column_config={  # pixel widths that add up to the table's ~980 px at a 1440 px window with the sidebar open
         "name": st.column_config.TextColumn("name", width=200),
@@ -98,6 +88,10 @@ table = st.dataframe(
     },
 )
 ticked = [ids[i] for i in table.selection.rows if i < len(ids)]
+newly = [rid for rid in ticked if rid not in st.session_state.get("runs:ticked", [])]
+st.session_state["runs:ticked"] = ticked
+if newly:  # the row just ticked (clicked) becomes the run shown below: set before its picker is drawn
+    st.session_state[PICK_KEY] = newly[-1]
 if st.button(f"Open {len(ticked)} runs in Compare" if len(ticked) > 1 else "Open in Compare",
              key="runs:compare", type="primary", disabled=not ticked,
              help="Tick runs in the table first." if not ticked else None):

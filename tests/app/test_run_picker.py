@@ -168,3 +168,18 @@ def test_a_store_that_cannot_be_read_gives_one_message_and_the_page_goes_on(
     assert len(at.error) == 1 and "lab.db" in at.error[0].value and "\n" not in at.error[0].value
     assert chosen(at) == "None"
     assert any(t.value == "page still drawn" for t in at.text)
+
+
+@pytest.mark.parametrize("page", ["pages/runs.py", "pages/compare.py", "pages/embeddings.py"])
+def test_pages_with_an_unreadable_store_say_so_once_and_keep_working(
+        page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.app.conftest import APP
+
+    (tmp_path / "lab.db").write_bytes(b"this is not an SQLite database" * 100)
+    monkeypatch.setenv("LAB_HOME", str(tmp_path))
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page(page).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "lab.db" in at.error[0].value and "\n" not in at.error[0].value
+    assert at.title[0].value in ("Runs", "Compare", "Embeddings")

@@ -122,8 +122,13 @@ def test_runs_link_and_ticked_runs_open_in_compare(store: RunStore) -> None:
     assert at.selectbox(key="runs:selected").value == alpha  # a ?run= link opens that run
 
     assert at.button(key="runs:compare").disabled  # nothing ticked yet
-    at.session_state["runs_table"] = {"selection": {"rows": [0, 1], "columns": []}}  # tick both rows
+    at.session_state["runs_table"] = {"selection": {"rows": [0], "columns": []}}  # tick beta's row
     at.run()
+    assert at.selectbox(key="runs:selected").value == beta  # the row just ticked is shown below
+    assert at.button(key="runs:compare").label == "Open in Compare"
+    at.session_state["runs_table"] = {"selection": {"rows": [0, 1], "columns": []}}  # and alpha's
+    at.run()
+    assert at.selectbox(key="runs:selected").value == alpha
     assert at.button(key="runs:compare").label == "Open 2 runs in Compare"
     at.button(key="runs:compare").click().run()
     assert not at.exception
