@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 
 from engine import figures
 from engine.diagnostics import ArtifactSpec, PanelSpec, all_diagnostics
-from engine.metrics_catalog import SECTIONS, Declared, declare, undeclared
+from engine.metrics_catalog import SECTIONS, TRAINER_METRICS, Declared, declare, undeclared
 
 Series = Mapping[str, tuple[Sequence[int], Sequence[float]]]
 # Instruments' panels by group, the headline first (the order a person reads them in); other groups follow.
@@ -61,8 +61,6 @@ def build_panels(names: Iterable[str], techniques: Iterable[str] = ()) -> list[P
 
 def _declaration_order() -> dict[str, int]:
     """Position of every declared name pattern (trainer first, then instruments), for stable ordering."""
-    from engine.metrics_catalog import TRAINER_METRICS
-
     instruments = sorted(all_diagnostics().values(),
                          key=lambda c: (GROUP_ORDER.index(c.group) if c.group in GROUP_ORDER else len(GROUP_ORDER),
                                         c.every == 0))
