@@ -1,7 +1,7 @@
 """Runs page: every run in the store as a table a person reads; one run in detail; several to Compare.
 
 The table fits a 1440 px screen without scrolling sideways (name, preset, techniques, outcome, test
-accuracy, local start time, duration); clicking a row shows that run below, ticking several opens
+accuracy, local start time, duration); ticking a row shows that run below, ticking several opens
 them together in Compare. The detail is the run picker of every analysis page (``?run=ID`` links
 here too): the verdict with its reason, the config as readable lines and as JSON (expanded),
 final metrics grouped by family, downloads, rename and delete.
@@ -20,7 +20,7 @@ from typing import Any
 
 import streamlit as st
 
-from engine.listing import config_summary, duration, grouped_metrics, local_time, techniques
+from engine.listing import config_summary, duration, grouped_metrics, local_time, run_label, techniques
 from engine.store import RunStore, StoreError
 from pages.common import (
     STORE_ERRORS,
@@ -39,7 +39,7 @@ store = open_store()
 rows = picker_rows(store)
 if store is None or rows is None:
     st.stop()  # the one error line is already shown
-st.caption(f"Store: `{store.path}` · {len(rows)} run{'s' if len(rows) != 1 else ''}. Click a row to see the run "
+st.caption(f"Store: `{store.path}` · {len(rows)} run{'s' if len(rows) != 1 else ''}. Tick a row to see that run "
            "below; tick several to open them together in Compare.")
 if not rows:
     st.info("No runs yet: start one on the Lab page (or `python -m engine run --preset noisy-labels`).")
@@ -127,8 +127,8 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("Config")
     st.markdown("\n".join(f"- **{label}**: {text}" for label, text in config_summary(run["config"])))
-    with st.expander("Full config (JSON)", expanded=True):
-        st.json(run["config"], expanded=True)
+    with st.expander("Full config (JSON)", expanded=True), st.container(height=420, border=False):
+        st.json(run["config"], expanded=True)  # scrolls in its box: downloads and rename stay within reach
 with right:
     st.subheader("Final metrics")
     if final:
@@ -159,7 +159,8 @@ if st.button("Rename", key="runs:rename", disabled=not new_name.strip() or new_n
         st.rerun()
 
 running = run["status"] == "running"
-confirm = st.checkbox(f"Yes, delete this run ({run_id}) with its metrics and files", key=f"runs:confirm:{run_id}",
+confirm = st.checkbox(f"Yes, delete “{run_label(run)}” (started {local_time(run.get('created_at'))}) with its "
+                      "metrics and files", key=f"runs:confirm:{run_id}",
                       disabled=running, help="A running run cannot be deleted; stop it first." if running else None)
 if st.button("Delete", key="runs:delete", type="primary", disabled=not confirm or running):
     store.delete_run(run_id)
