@@ -33,7 +33,7 @@ def picker_page() -> None:
         job_holder().job = type("LabJob", (), {"run_id": st.session_state["lab_run"], "done": True,
                                                "stop": lambda self, wait=0.0: None})()
     multiple = bool(st.session_state.get("multiple"))
-    chosen = run_picker(open_store(), "pick", multiple=multiple)
+    chosen = run_picker(open_store(), "pick", multiple=multiple, default_run_id=st.session_state.get("default"))
     st.text(f"chosen={chosen}")
     st.text("page still drawn")
 
@@ -97,6 +97,15 @@ def test_default_is_the_sessions_lab_run(store: RunStore) -> None:
     at.selectbox(key="pick").set_value(newest).run()
     assert chosen(at) == newest  # the person's choice holds while the Lab run stays the same
     at.session_state["lab_run"] = unnamed  # a new Lab run since: the picker moves to it
+    at.run()
+    assert at.selectbox(key="pick").value == unnamed
+
+
+def test_a_page_default_comes_before_the_lab_run(store: RunStore) -> None:
+    _newest, unnamed, alpha = (r["id"] for r in store.list_runs())
+    at = app()
+    at.session_state["lab_run"] = alpha
+    at.session_state["default"] = unnamed
     at.run()
     assert at.selectbox(key="pick").value == unnamed
 
