@@ -42,6 +42,7 @@ def test_runs_table_fits_and_ticked_rows_open_in_compare(app_url: str, browser, 
     # the linked run is the one shown below, by name and never by bare id
     picked = main.get_by_test_id("stSelectbox").filter(has_text="Run shown below").locator("input").input_value()
     assert "runs-page slow (edge-of-stability)" in picked and slow not in picked
+    page.wait_for_selector("[data-testid=stDataFrame] .dvn-scroller", timeout=60_000)  # the grid draws late
     widths = page.evaluate("""() => {
       const s = document.querySelector('[data-testid=stDataFrame] .dvn-scroller');
       return [s.scrollWidth, s.clientWidth, document.documentElement.scrollWidth, window.innerWidth];
