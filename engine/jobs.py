@@ -96,6 +96,7 @@ class Job:
         self.outcome = ""
         self._lock = threading.Lock()
         self._started = 0.0
+        self._ended: float | None = None  # when the run reached a final state: steps/s stops there
         self._thread = threading.Thread(target=self._work, name="lab-training", daemon=True)
 
     def start(self) -> Job:
@@ -117,6 +118,7 @@ class Job:
             message = one_line(f"{type(err).__name__}: {err}")
             with self._lock:
                 self.state, self.message = "failed", message
+                self._ended = self._ended or time.perf_counter()
             self._record_failure(message)
 
     def _record_failure(self, message: str) -> None:
@@ -151,6 +153,8 @@ class Job:
             elif isinstance(event, Status):
                 self.state, self.message = event.state, event.message
                 self.outcome = event.outcome or self.outcome
+                if self.state in FINAL_STATES and self._ended is None:
+                    self._ended = time.perf_counter()
 
     # ---- commands (any thread) -----------------------------------------------------------
     def pause(self) -> None:
@@ -197,7 +201,7 @@ class Job:
 
     def view(self) -> JobView:
         with self._lock:
-            elapsed = max(1e-9, time.perf_counter() - self._started)
+            elapsed = max(1e-9, (self._ended or time.perf_counter()) - self._started)
             boundary = self._boundary
             view = JobView(
                 run_id=self.run_id, state=self.state, message=self.message, step=self.step,

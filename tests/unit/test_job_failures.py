@@ -4,6 +4,7 @@ refusing to create the run) ends the job ``failed`` with a one-line reason and a
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -29,3 +30,12 @@ def test_an_error_escaping_the_trainer_fails_the_job(caplog: pytest.LogCaptureFi
     assert view.state == "failed" and job.done
     assert view.message == "OSError: [Errno 5] Input/output error"  # first line only
     assert any(r.exc_info and "training worker" in r.getMessage() for r in caplog.records)
+
+
+def test_steps_per_second_stops_at_the_end_of_the_run() -> None:
+    job = Job(load_run_config("noisy-labels", None, ["train.steps=20"])).start()
+    job._thread.join(60)
+    assert job.done
+    first = job.view().steps_per_s
+    time.sleep(0.3)
+    assert first > 0 and job.view().steps_per_s == first  # not divided by the time since the run ended
