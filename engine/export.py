@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import math
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ from engine import figures
 from engine.browser import MISSING, browser_path
 from engine.config import ConfigError
 from engine.renderer import RenderTimeout, default_renderer
-from engine.runner import write_metrics_csv
+from engine.runner import metrics_csv, write_metrics_csv
 from engine.store import RunStore
 
 IMAGE_FORMATS = ("png", "svg", "pdf")
@@ -274,8 +273,7 @@ def export_run(store: RunStore, run_id: str, fmt: str, out_dir: str | Path) -> l
         return paths
     # zip bundle: render everything first so a failure leaves no half-written archive
     files = bundle_figures(figs)
-    with tempfile.TemporaryDirectory() as tmp:
-        csv_bytes = write_metrics_csv(store, run_id, Path(tmp) / "metrics.csv").read_bytes()
+    csv_bytes = metrics_csv(store, run_id).encode("utf-8")
     summary = _json_safe({**run, "final": store.final_metrics(run_id)})
     path = out / f"{run_id}.zip"
     partial = path.with_suffix(".zip.part")

@@ -4,6 +4,7 @@ sweeps and the reproduction tests share, so a preset behaves the same everywhere
 from __future__ import annotations
 
 import csv
+import io
 import json
 import platform
 from collections.abc import Callable, Iterable, Mapping
@@ -131,17 +132,24 @@ def summary(run_id: str, result: RunResult, history_path: str | None) -> dict[st
             "outcome": result.outcome or None, "final": final_summary(result.final), "history_path": history_path}
 
 
-def write_metrics_csv(store: RunStore, run_id: str, path: Path) -> Path:
-    """All metrics of a run as ``step,name,value`` rows, sorted by step then name."""
+def metrics_csv(store: RunStore, run_id: str) -> str:
+    """All metrics of a run as ``step,name,value`` CSV text, rows sorted by step then name."""
     rows = []
     for name, (steps, values) in store.metrics(run_id).items():
         rows.extend(zip(steps.tolist(), [name] * len(steps), values.tolist(), strict=True))
     rows.sort(key=lambda r: (r[0], r[1]))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["step", "name", "value"])
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_metrics_csv(store: RunStore, run_id: str, path: Path) -> Path:
+    """:func:`metrics_csv` written to ``path`` (parent folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["step", "name", "value"])
-        writer.writerows(rows)
+        fh.write(metrics_csv(store, run_id))
     return path
 
 

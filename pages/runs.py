@@ -9,8 +9,6 @@ final metrics grouped by family, downloads, rename and delete.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
@@ -21,7 +19,8 @@ from typing import Any
 import streamlit as st
 
 from engine.listing import config_summary, duration, grouped_metrics, local_time, run_label, techniques
-from engine.store import RunStore, StoreError
+from engine.runner import metrics_csv
+from engine.store import StoreError
 from pages.common import (
     STORE_ERRORS,
     open_store,
@@ -44,19 +43,6 @@ st.caption(f"Store: `{store.path}` · {len(rows)} run{'s' if len(rows) != 1 else
 if not rows:
     st.info("No runs yet: start one on the Lab page (or `python -m engine run --preset noisy-labels`).")
     st.stop()
-
-
-def metrics_csv(store: RunStore, run_id: str) -> str:
-    """``step,name,value`` rows sorted by step then name — the same layout as ``write_metrics_csv``."""
-    out = []
-    for name, (steps, values) in store.metrics(run_id).items():
-        out.extend(zip(steps.tolist(), [name] * len(steps), values.tolist(), strict=True))
-    out.sort(key=lambda r: (r[0], r[1]))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["step", "name", "value"])
-    writer.writerows(out)
-    return buf.getvalue()
 
 
 def table_rows(rows: Sequence[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
